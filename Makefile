@@ -1,0 +1,37 @@
+# One command each: `make demo` (index the bundled samples, answer a question; or serve the
+# bot when Slack tokens are set) and `make test`. Both create .venv and install what they need.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Where torch comes from. CPU machines must install the CPU build first: an unpinned torch pulls
+# GBs of CUDA wheels. Elsewhere set e.g. TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+FAISS_EXTRA := $(if $(HAS_GPU),gpu,cpu)
+QUESTION ?= 経費精算の締め切りはいつですか？
+
+.PHONY: install test lint demo serve bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(if $(HAS_GPU),,$(PY) -m pip install -q torch==2.13.0 $(TORCH_INDEX))
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(FAISS_EXTRA),test]"
+	touch $@
+
+test: install
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(VENV)/bin/ruff check .
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+demo: install
+	$(VENV)/bin/kotae demo "$(QUESTION)"
+
+serve: install
+	$(VENV)/bin/kotae serve
+
+clean:
+	rm -rf $(VENV) .kotae

@@ -1,0 +1,159 @@
+"""`kotae`: index documents, search them, ask questions, serve the Slack bot.
+
+The edge where domain errors become one clear message (and exit code 1), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from retrieval.errors import KotaeError
+from retrieval.settings import Settings
+
+app = typer.Typer(help="kotae (答え): answers from your team's documents.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+ModeOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--mode", "-m", help="dense | sparse | hybrid | all (default: by device)"),
+]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _fail(error: Exception) -> None:
+    err.print(f"[bold red]error:[/] {error}")
+    raise typer.Exit(1)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def index(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="files/folders (default: KOTAE_DOCS_DIR)")] = None,  # noqa: E501, UP045
+    full: Annotated[bool, typer.Option("--full", help="rebuild from scratch")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Build or update the index (incremental: unchanged files are not re-embedded)."""
+    from retrieval.service import KotaeService
+
+    service = KotaeService(_settings())
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
+                  console=err, transient=True, disable=as_json) as bar:
+        task = bar.add_task("scanning", total=None, detail="")
+
+        def show(p) -> None:  # type: ignore[no-untyped-def]
+            if p.phase == "embedding":
+                bar.update(task, description=f"embedding  files {p.files_done}/{p.files_total}",
+                           total=p.chunks_total, completed=p.chunks_done,
+                           detail=f"{p.chunks_done}/{p.chunks_total} chunks "
+                                  f"{p.embeddings_per_s:.1f} emb/s")
+            else:
+                bar.update(task, description=p.phase)
+
+        try:
+            summary = service.reindex(paths or None, full=full, progress=show)
+        except KotaeError as error:
+            _fail(error)
+            return
+    if as_json:
+        console.print_json(json.dumps(summary.as_dict(), ensure_ascii=False))
+        return
+    for source, reason in summary.failed:
+        err.print(f"[yellow]skipped[/] {source}: {reason}")
+    state = f"switched to {summary.version}" if summary.switched else (
+        f"nothing changed, still serving {summary.version}")
+    console.print(
+        f"added {len(summary.added)} · updated {len(summary.updated)} · unchanged "
+        f"{len(summary.unchanged)} · removed {len(summary.removed)} · failed "
+        f"{len(summary.failed)} files · {summary.chunks_total} chunks · "
+        f"{summary.seconds:.1f}s · {state}")
+
+
+@app.command()
+def search(
+    query: str,
+    mode: ModeOption = None,
+    k: Annotated[int, typer.Option("-k", help="number of hits")] = 5,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ranked chunks for QUERY with their scores and metadata."""
+    from retrieval.service import KotaeService
+
+    service = KotaeService(_settings())
+    timings: dict[str, float] = {}
+    try:
+        hits = service.search(query, mode=_mode(mode), k=k, timings=timings)
+    except KotaeError as error:
+        _fail(error)
+        return
+    if as_json:
+        console.print_json(json.dumps({
+            "query": query, "mode": _mode(mode) or service.mode,
+            "hits": [hit.model_dump() for hit in hits], "timings": timings,
+        }, ensure_ascii=False))
+        return
+    if not hits:
+        console.print("no matching chunks")
+    for rank, hit in enumerate(hits, start=1):
+        where = " › ".join([hit.title, *hit.heading_path])
+        console.print(f"[bold]{rank}. {where}[/]  score {hit.score:.4f} "
+                      f"(dense {hit.dense or 0:.3f}, sparse {hit.sparse or 0:.3f}"
+                      + (f", colbert {hit.colbert:.3f}" if hit.colbert is not None else "") + ")")
+        console.print(f"   {hit.source}", style="dim")
+        console.print("   " + hit.text[:200].replace("\n", " "))
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Index version, documents, chunks, model, device, retrieval mode."""
+    from retrieval.service import KotaeService
+
+    info = KotaeService(_settings()).status()
+    if as_json:
+        console.print_json(json.dumps(info, ensure_ascii=False))
+        return
+    for key, value in info.items():
+        if key == "last_indexed" and value:
+            value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+        console.print(f"{key:16} {value}")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out: Annotated[Path, typer.Argument(help="folder to write the checkpoint to")],
+    real_size: Annotated[bool, typer.Option("--real-size", help="bge-m3 size (24 layers)")] = False,
+) -> None:
+    """Write a bge-m3-shaped model with RANDOM weights (tests, benchmarks, offline demos).
+
+    Its answers are meaningless; it only lets the pipeline run where BAAI/bge-m3 is unavailable.
+    """
+    from retrieval.tiny_model import BGE_M3, TINY, build_tiny_bge_m3
+
+    build_tiny_bge_m3(out, BGE_M3 if real_size else TINY)
+    console.print(f"wrote {out}; use it with KOTAE_EMBEDDING_MODEL={out}")
+
+
+def _mode(mode: str | None):  # type: ignore[no-untyped-def]
+    if mode is None:
+        return None
+    if mode not in ("dense", "sparse", "hybrid", "all"):
+        _fail(ValueError(f"unknown mode {mode!r}: use dense, sparse, hybrid or all"))
+    return mode

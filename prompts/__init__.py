@@ -1,0 +1,1 @@
+"""Plain-text prompt files, loaded at run time (see retrieval/prompts.py)."""

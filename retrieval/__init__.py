@@ -1,0 +1,1 @@
+"""Everything about documents and answers. Knows nothing of Slack."""

@@ -1,0 +1,289 @@
+"""BGEM3Embeddings: a LangChain `Embeddings` for BAAI/bge-m3 through FlagEmbedding's BGEM3FlagModel.
+
+Why not just call `BGEM3FlagModel.encode`? It re-runs its first batch as a batch-size probe on
+every call (twice the work for a single query) and asks for one output type per call site. This
+class loads the same model object through FlagEmbedding and drives its forward pass directly:
+same tokenizer, same heads, same pooling and normalisation, so the outputs equal `encode`'s, but
+dense, sparse and ColBERT views come from ONE forward pass and nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from retrieval.errors import ModelUnavailable
+from retrieval.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SparseWeights = dict[int, float]
+_HEAD_FILES = ("colbert_linear.pt", "sparse_linear.pt")
+
+
+@dataclass
+class EncodedBatch:
+    """All views of a batch of texts from one forward pass, in input order."""
+
+    dense: np.ndarray  # (n, dim) float32, L2-normalised
+    sparse: list[SparseWeights]  # token id -> weight (max over occurrences, specials removed)
+    colbert: list[np.ndarray] | None  # per text (tokens-1, dim) float32, normalised
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str) -> str:
+    """`auto` means the first GPU when there is one. One device only: FlagEmbedding would start
+    a worker process per GPU when given several, which this app must not do implicitly."""
+    if device == "auto":
+        return "cuda:0" if cuda_available() else "cpu"
+    if device.startswith("cuda") and not cuda_available():
+        raise ModelUnavailable(
+            f"KOTAE_EMBEDDING_DEVICE={device} but no CUDA GPU is visible to torch; "
+            "set KOTAE_EMBEDDING_DEVICE=cpu (or auto)."
+        )
+    return "cuda:0" if device == "cuda" else device
+
+
+def _env_default(name: str) -> Any:
+    return getattr(Settings(), name)
+
+
+class BGEM3Embeddings(BaseModel, Embeddings):
+    """bge-m3 embeddings: normalised dense vectors for LangChain, plus sparse and ColBERT views.
+
+    Defaults come from `Settings` (the `KOTAE_*` environment); the model loads lazily, once,
+    thread-safely, on first use.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    model_name_or_path: str = Field(
+        default_factory=lambda: _env_default("embedding_model"),
+        description="Hugging Face id (default BAAI/bge-m3) or a local checkpoint folder",
+    )
+    device: str = Field(default_factory=lambda: _env_default("embedding_device"))
+    use_fp16: bool | None = Field(
+        default_factory=lambda: _env_default("embedding_fp16"),
+        description="half precision; None means on for cuda, off for cpu",
+    )
+    batch_size: int = Field(default_factory=lambda: _env_default("embedding_batch_size"))
+    passage_max_tokens: int = Field(default_factory=lambda: _env_default("passage_max_tokens"))
+    query_max_tokens: int = Field(default_factory=lambda: _env_default("query_max_tokens"))
+
+    _flag_model: Any = PrivateAttr(default=None)
+    _load_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _device: str | None = PrivateAttr(default=None)
+    _unused_token_ids: frozenset[int] = PrivateAttr(default=frozenset())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BGEM3Embeddings:
+        return cls(
+            model_name_or_path=settings.embedding_model,
+            device=settings.embedding_device,
+            use_fp16=settings.embedding_fp16,
+            batch_size=settings.embedding_batch_size,
+            passage_max_tokens=settings.passage_max_tokens,
+            query_max_tokens=settings.query_max_tokens,
+        )
+
+    # --- loading -------------------------------------------------------------------------------
+
+    @property
+    def flag_model(self) -> Any:
+        """The underlying `BGEM3FlagModel`, loaded on first access."""
+        if self._flag_model is None:
+            with self._load_lock:
+                if self._flag_model is None:
+                    self._flag_model = self._load()
+        return self._flag_model
+
+    @property
+    def loaded(self) -> bool:
+        return self._flag_model is not None
+
+    @property
+    def resolved_device(self) -> str:
+        if self._device is None:
+            self._device = resolve_device(self.device)
+        return self._device
+
+    def _load(self) -> Any:
+        device = self.resolved_device
+        fp16 = device.startswith("cuda") if self.use_fp16 is None else self.use_fp16
+        local_dir = locate_checkpoint(self.model_name_or_path)
+        from FlagEmbedding import BGEM3FlagModel  # ~5 s import: only when a model is needed
+
+        try:
+            flag_model = BGEM3FlagModel(
+                str(local_dir), use_fp16=fp16, devices=device, batch_size=self.batch_size,
+                query_max_length=self.query_max_tokens, passage_max_length=self.passage_max_tokens,
+            )
+        except (OSError, ValueError) as error:
+            raise ModelUnavailable(
+                f"Could not load the bge-m3 checkpoint at {local_dir}: {error}. "
+                "Point KOTAE_EMBEDDING_MODEL at a complete bge-m3 folder."
+            ) from error
+        model = flag_model.model
+        if device == "cpu":
+            model.float()  # fp16 matmuls are slow or missing on CPU
+        model.to(device)
+        model.eval()
+        tokenizer = flag_model.tokenizer
+        self._unused_token_ids = frozenset(
+            tid for tid in (tokenizer.cls_token_id, tokenizer.eos_token_id,
+                            tokenizer.pad_token_id, tokenizer.unk_token_id) if tid is not None
+        )
+        logger.info("loaded bge-m3 from %s on %s (fp16=%s)", local_dir, device, fp16)
+        return flag_model
+
+    # --- encoding ------------------------------------------------------------------------------
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        max_tokens: int | None = None,
+        colbert: bool = False,
+    ) -> EncodedBatch:
+        """Dense + sparse (+ ColBERT) views of `texts` from one forward pass per batch.
+
+        Mirrors `BGEM3FlagModel.encode_single_device` (tokenise without padding, sort by length,
+        pad per batch) minus its batch-size probe, so results are identical.
+        """
+        import torch
+        from FlagEmbedding.utils.tokenizer_compat import pad_with_compat
+
+        flag_model = self.flag_model
+        tokenizer, model = flag_model.tokenizer, flag_model.model
+        device = self.resolved_device
+        max_length = max_tokens or self.passage_max_tokens
+        texts = list(texts)
+        if not texts:
+            return EncodedBatch(np.zeros((0, self.dimension), np.float32), [],
+                                [] if colbert else None)
+
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        inputs = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
+        order = np.argsort([-len(item["input_ids"]) for item in inputs], kind="stable")
+        dense_parts: list[np.ndarray] = []
+        sparse: list[SparseWeights] = [{} for _ in texts]
+        colbert_vecs: list[np.ndarray] = [np.zeros(0)] * len(texts)
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch_idx = order[start:start + self.batch_size]
+                batch = pad_with_compat(
+                    tokenizer, [inputs[i] for i in batch_idx], padding=True, return_tensors="pt"
+                ).to(device)
+                out = model(batch, return_dense=True, return_sparse=True,
+                            return_colbert_vecs=colbert)
+                dense_parts.append(out["dense_vecs"].float().cpu().numpy())
+                weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy()
+                ids = batch["input_ids"].cpu().numpy()
+                mask = batch["attention_mask"].cpu().numpy()
+                for row, i in enumerate(batch_idx):
+                    sparse[i] = self._token_weights(weights[row], ids[row])
+                if colbert:
+                    vecs = out["colbert_vecs"].float().cpu().numpy()
+                    for row, i in enumerate(batch_idx):
+                        # drop padding; CLS was already left out by the head
+                        colbert_vecs[i] = vecs[row][: int(mask[row].sum()) - 1]
+        dense = np.empty((len(texts), dense_parts[0].shape[1]), np.float32)
+        dense[order] = np.concatenate(dense_parts, axis=0)
+        return EncodedBatch(dense=dense, sparse=sparse, colbert=colbert_vecs if colbert else None)
+
+    def _token_weights(self, weights: np.ndarray, input_ids: np.ndarray) -> SparseWeights:
+        """Same rule as FlagEmbedding: max weight per token id, specials and zeros dropped."""
+        result: SparseWeights = {}
+        for weight, token_id in zip(weights.tolist(), input_ids.tolist(), strict=True):
+            if (weight > 0 and token_id not in self._unused_token_ids
+                    and weight > result.get(token_id, 0.0)):
+                result[token_id] = weight
+        return result
+
+    def encode_passages(self, texts: Sequence[str], *, colbert: bool = False) -> EncodedBatch:
+        return self.encode(texts, max_tokens=self.passage_max_tokens, colbert=colbert)
+
+    def encode_query(self, text: str, *, colbert: bool = False) -> EncodedBatch:
+        return self.encode([text], max_tokens=self.query_max_tokens, colbert=colbert)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.flag_model.model.model.config.hidden_size)
+
+    def token_length(self, text: str) -> int:
+        """Tokens of `text` as bge-m3 counts them (no special tokens): for chunk sizes, budgets."""
+        return len(self.flag_model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # --- LangChain Embeddings --------------------------------------------------------------------
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(texts).dense.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode_query(text).dense[0].tolist()
+
+
+def locate_checkpoint(name_or_path: str) -> Path:
+    """A local folder holding the full bge-m3 checkpoint, downloading it when possible.
+
+    Fails fast with `ModelUnavailable` naming KOTAE_EMBEDDING_MODEL: a folder without both head
+    files would be silently random-initialised by FlagEmbedding, so it is refused here.
+    """
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        path = _download(name_or_path)
+    if not (path / "config.json").is_file():
+        raise ModelUnavailable(
+            f"{path} is not a model folder (no config.json). Set KOTAE_EMBEDDING_MODEL to a "
+            "bge-m3 checkpoint folder or to the Hugging Face id BAAI/bge-m3."
+        )
+    missing = [name for name in _HEAD_FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelUnavailable(
+            f"{path} lacks {', '.join(missing)}: without both heads FlagEmbedding would use random "
+            "sparse and ColBERT weights. Use the full BAAI/bge-m3 checkpoint in "
+            "KOTAE_EMBEDDING_MODEL."
+        )
+    return path
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:  # cached already: no network at all
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        reason = "HF_HUB_OFFLINE is set and it is not in the local cache"
+    else:
+        try:
+            return Path(snapshot_download(
+                repo_id, etag_timeout=10,
+                allow_patterns=["*.json", "*.safetensors", "*.pt", "*.model", "*.txt"],
+            ))
+        except (HfHubHTTPError, OSError, ValueError) as error:
+            reason = f"download failed ({type(error).__name__})"
+        except Exception as error:  # network stacks raise many types; all mean "not available"
+            reason = f"download failed ({type(error).__name__}: {error})"
+    raise ModelUnavailable(
+        f"The embedding model '{repo_id}' is not available: {reason}. Set KOTAE_EMBEDDING_MODEL "
+        "to a local folder holding the bge-m3 checkpoint (config.json, model.safetensors, "
+        "tokenizer files, colbert_linear.pt, sparse_linear.pt), or allow access to the "
+        "Hugging Face hub so BAAI/bge-m3 can be downloaded."
+    )

@@ -1,0 +1,21 @@
+"""Domain errors. Raised deep, turned into a user-facing message once, at the edge (Slack, CLI)."""
+
+
+class KotaeError(Exception):
+    """Base class; `str(error)` is written for the person who has to act on it."""
+
+
+class ModelUnavailable(KotaeError):
+    """The embedding model cannot be loaded (weights missing, no network, incomplete checkpoint)."""
+
+
+class IndexMissing(KotaeError):
+    """No index has been built yet at the configured location."""
+
+
+class IndexLocked(KotaeError):
+    """Another indexer holds the index lock."""
+
+
+class LLMUnavailable(KotaeError):
+    """The chat model failed after its retries (timeout, 5xx, 429) or is not configured."""

@@ -1,0 +1,225 @@
+"""Build or update the index: incremental by file content hash, atomic by version switch.
+
+A run copies the served version into a new build folder, removes the chunks of changed and
+deleted files, embeds only new and changed files, then publishes the build with one rename. A
+crash or Ctrl-C leaves the served version untouched; a lock keeps a second indexer out.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retrieval.chunking import Chunk, chunk_source
+from retrieval.embeddings import BGEM3Embeddings
+from retrieval.loaders import hash_file, iter_source_paths, load_path
+from retrieval.settings import Settings
+from retrieval.store import DENSE_FILE, DOCSTORE_FILE, FileRecord, HybridStore
+from retrieval.versions import IndexLayout
+
+logger = logging.getLogger(__name__)
+
+EMBED_BATCH = 32
+
+
+@dataclass
+class IndexProgress:
+    """Reported while indexing; `phase` is scanning | embedding | saving | done."""
+
+    phase: str
+    files_done: int = 0
+    files_total: int = 0
+    chunks_done: int = 0
+    chunks_total: int = 0
+    embeddings_per_s: float = 0.0
+    eta_s: float | None = None
+
+
+@dataclass
+class IndexSummary:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    chunks_embedded: int = 0
+    chunks_total: int = 0
+    version: str | None = None
+    switched: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "added": self.added, "updated": self.updated, "unchanged": self.unchanged,
+            "removed": self.removed,
+            "failed": [{"source": s, "reason": r} for s, r in self.failed],
+            "chunks_embedded": self.chunks_embedded, "chunks_total": self.chunks_total,
+            "version": self.version, "switched": self.switched, "seconds": round(self.seconds, 3),
+        }
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+def source_key(path: Path) -> str:
+    return path.resolve().as_posix()
+
+
+class Indexer:
+    """Turns folders of documents into a published index version."""
+
+    def __init__(self, settings: Settings, embeddings: BGEM3Embeddings) -> None:
+        self.settings = settings
+        self.embeddings = embeddings
+        self.layout = IndexLayout(settings.index_dir)
+
+    def run(self, paths: Sequence[Path] | None = None, *, full: bool = False,
+            holder: str = "cli", progress: ProgressCallback | None = None) -> IndexSummary:
+        """Index `paths` (default KOTAE_DOCS_DIR) as the whole corpus.
+
+        Files indexed before but absent from `paths` are removed from the index.
+        """
+        report = progress or (lambda _p: None)
+        started = time.perf_counter()
+        roots = [Path(p) for p in (paths or [self.settings.docs_dir])]
+        with self.layout.lock(holder):
+            self.layout.remove_stale_builds()
+            summary = self._run_locked(roots, full, report)
+        summary.seconds = time.perf_counter() - started
+        report(IndexProgress("done", chunks_total=summary.chunks_total))
+        return summary
+
+    def _run_locked(self, roots: list[Path], full: bool,
+                    report: ProgressCallback) -> IndexSummary:
+        summary = IndexSummary()
+        missing_roots = [str(r) for r in roots if not r.exists()]
+        summary.failed.extend((r, "no such file or folder") for r in missing_roots)
+        paths = iter_source_paths([r for r in roots if r.exists()])
+        report(IndexProgress("scanning", files_total=len(paths)))
+        hashes = {source_key(p): (p, hash_file(p)) for p in paths}
+
+        current = self.layout.current_version()
+        previous: dict[str, FileRecord] = {}
+        reuse = current is not None and not full and self._compatible(current)
+        if reuse:
+            assert current is not None
+            with _open(self.layout.version_dir(current), read_only=True) as old:
+                previous = old.files()
+        changed = [key for key, (_p, h) in hashes.items()
+                   if key not in previous or previous[key].file_hash != h]
+        summary.unchanged = sorted(k for k in hashes if k not in changed)
+        summary.removed = sorted(k for k in previous if k not in hashes)
+        if reuse and not changed and not summary.removed:
+            summary.version = current
+            summary.chunks_total = self._count(current)
+            return summary
+
+        version, build_dir = self.layout.new_build()
+        try:
+            if reuse:
+                assert current is not None
+                for name in (DENSE_FILE, DOCSTORE_FILE):
+                    shutil.copy2(self.layout.version_dir(current) / name, build_dir / name)
+            store = HybridStore(build_dir, self.embeddings.dimension, device="cpu")
+            for key in summary.removed:
+                store.delete_source(key)
+            self._index_files(store, [hashes[k][0] for k in sorted(changed)], previous,
+                              summary, report)
+            report(IndexProgress("saving", chunks_done=summary.chunks_embedded,
+                                 chunks_total=summary.chunks_embedded))
+            store.set_meta(model=self.settings.embedding_model, dim=self.embeddings.dimension)
+            store.save()
+            summary.chunks_total = store.count
+            manifest = {
+                "version": version, "model": self.settings.embedding_model,
+                "dim": self.embeddings.dimension, "created_at": time.time(),
+                "chunks": store.count, "files": len(store.files()),
+                "chunk_size": self.settings.chunk_size,
+                "chunk_overlap": self.settings.chunk_overlap,
+            }
+            store.close()
+            self.layout.publish(version, build_dir, manifest)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)  # the served version stays as it was
+            raise
+        summary.version, summary.switched = version, True
+        return summary
+
+    def _index_files(self, store: HybridStore, paths: list[Path],
+                     previous: dict[str, FileRecord], summary: IndexSummary,
+                     report: ProgressCallback) -> None:
+        loaded = load_path(paths)
+        for skipped in loaded.skipped:
+            key = source_key(Path(skipped.path))
+            # A file that was fine before keeps its old chunks: bad input loses nothing.
+            summary.failed.append((key, skipped.reason))
+            if key in previous:
+                summary.unchanged.append(key)
+        chunks_by_source: list[tuple[object, list[Chunk]]] = []
+        for source in loaded.documents:
+            chunks = chunk_source(source, token_length=self.embeddings.token_length,
+                                  chunk_size=self.settings.chunk_size,
+                                  chunk_overlap=self.settings.chunk_overlap)
+            if not chunks:
+                summary.failed.append((source.source, "no text to index"))
+                continue
+            chunks_by_source.append((source, chunks))
+        total = sum(len(chunks) for _s, chunks in chunks_by_source)
+        embed_started = time.perf_counter()
+        done = 0
+        for files_done, (source, chunks) in enumerate(chunks_by_source, start=1):
+            store.delete_source(source.source)  # type: ignore[attr-defined]
+            for batch in _batches(chunks, EMBED_BATCH):
+                views = self.embeddings.encode_passages([c.embedding_text for c in batch])
+                store.add([c.chunk_id for c in batch], [c.text for c in batch],
+                          [c.metadata for c in batch], views.dense, views.sparse)
+                done += len(batch)
+                rate = done / max(time.perf_counter() - embed_started, 1e-9)
+                report(IndexProgress("embedding", files_done=files_done - 1,
+                                     files_total=len(chunks_by_source), chunks_done=done,
+                                     chunks_total=total, embeddings_per_s=rate,
+                                     eta_s=(total - done) / rate if rate else None))
+            store.record_file(FileRecord(
+                source=source.source, file_hash=source.content_hash,  # type: ignore[attr-defined]
+                mtime=source.mtime, title=source.title,  # type: ignore[attr-defined]
+                chunk_count=len(chunks), indexed_at=time.time()))
+            key = source.source  # type: ignore[attr-defined]
+            (summary.updated if key in previous else summary.added).append(key)
+        summary.chunks_embedded = done
+
+    def _compatible(self, version: str) -> bool:
+        """An old version is reused only if it was built with the same model and chunking."""
+        manifest = self.layout.manifest(version)
+        return (manifest.get("model") == self.settings.embedding_model
+                and manifest.get("chunk_size") == self.settings.chunk_size
+                and manifest.get("chunk_overlap") == self.settings.chunk_overlap)
+
+    def _count(self, version: str) -> int:
+        return int(self.layout.manifest(version).get("chunks", 0))
+
+
+class _open:
+    """Context manager around a HybridStore that always closes it."""
+
+    def __init__(self, folder: Path, read_only: bool) -> None:
+        self.folder, self.read_only = folder, read_only
+
+    def __enter__(self) -> HybridStore:
+        import json
+
+        manifest = json.loads((self.folder / "manifest.json").read_text("utf-8"))
+        self.store = HybridStore(self.folder, int(manifest["dim"]), device="cpu",
+                                 read_only=self.read_only)
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+def _batches(items: list[Chunk], size: int) -> Iterable[list[Chunk]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

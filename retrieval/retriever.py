@@ -1,0 +1,156 @@
+"""HybridRetriever: dense + sparse (+ ColBERT) retrieval over the served index, as a LangChain
+BaseRetriever.
+
+Candidates are the dense top-N from FAISS and the sparse top-N from the lexical index. Each
+candidate then gets all the scores of the mode — its dense score from its stored vector, its
+sparse score from its stored weights, and in mode `all` a ColBERT score from one forward pass
+over the candidates — and is ranked by the weighted mean FlagEmbedding's `compute_score` uses:
+
+    dense: d    sparse: s    hybrid: (w0 d + w1 s) / (w0 + w1)    all: (w0 d + w1 s + w2 c) / Σw
+
+ColBERT re-encodes the candidates at query time. On a 2-core CPU the real model encodes about
+one 256-token passage per second, so `all` is the default only where a GPU is present.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from retrieval.embeddings import BGEM3Embeddings, cuda_available
+from retrieval.settings import Settings
+from retrieval.store import HybridStore
+from retrieval.types import RetrievalMode, SearchHit
+from retrieval.versions import LiveIndex
+
+
+def default_mode(settings: Settings) -> RetrievalMode:
+    if settings.retrieval_mode is not None:
+        return settings.retrieval_mode
+    return "all" if cuda_available() else "hybrid"
+
+
+def colbert_score(query_vecs: np.ndarray, passage_vecs: np.ndarray) -> float:
+    """Mean over query tokens of the best-matching passage token (FlagEmbedding's definition)."""
+    if len(query_vecs) == 0 or len(passage_vecs) == 0:
+        return 0.0
+    return float((query_vecs @ passage_vecs.T).max(axis=1).sum() / len(query_vecs))
+
+
+def combine(mode: RetrievalMode, weights: list[float], dense: float, sparse: float,
+            colbert: float | None) -> float:
+    w_dense, w_sparse, w_colbert = weights
+    if mode == "dense":
+        return dense
+    if mode == "sparse":
+        return sparse
+    if mode == "hybrid" or colbert is None:
+        return (w_dense * dense + w_sparse * sparse) / (w_dense + w_sparse)
+    return (w_dense * dense + w_sparse * sparse + w_colbert * colbert) / sum(weights)
+
+
+class HybridRetriever(BaseRetriever):
+    """Returns Documents whose metadata carries `chunk_id` and the `score`s of each view."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index: LiveIndex
+    embeddings: BGEM3Embeddings
+    mode: RetrievalMode = "hybrid"
+    weights: list[float] = Field(default_factory=lambda: [0.4, 0.2, 0.4])
+    k: int = 5
+    candidates: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: Settings, index: LiveIndex,
+                      embeddings: BGEM3Embeddings) -> HybridRetriever:
+        return cls(index=index, embeddings=embeddings, mode=default_mode(settings),
+                   weights=settings.hybrid_weights, k=settings.top_k,
+                   candidates=settings.candidates)
+
+    def search(self, query: str, *, mode: RetrievalMode | None = None, k: int | None = None,
+               timings: dict[str, float] | None = None) -> list[SearchHit]:
+        """Ranked hits for `query`; raises IndexMissing when there is no index."""
+        mode = mode or self.mode
+        k = k or self.k
+        timings = timings if timings is not None else {}
+        store = self.index.store()
+        if store.count == 0:
+            return []
+        started = time.perf_counter()
+        query_views = self.embeddings.encode_query(query, colbert=mode == "all")
+        timings["embed_query_s"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        q_dense, q_sparse = query_views.dense[0], query_views.sparse[0]
+        n = max(k, self.candidates)
+        candidate_rows: dict[int, None] = {}
+        dense_by_row: dict[int, float] = {}
+        if mode != "sparse":
+            scores, rows = store.search_dense(q_dense[None, :], n)
+            for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True):
+                if row >= 0:
+                    candidate_rows[row] = None
+                    dense_by_row[row] = score
+        all_sparse, sparse_rows = store.sparse_scores(q_sparse)
+        sparse_by_row = dict(zip(sparse_rows.tolist(), all_sparse.tolist(), strict=True))
+        if mode != "dense" and len(all_sparse):
+            top = np.argsort(-all_sparse, kind="stable")[:n]
+            for position in top.tolist():
+                if all_sparse[position] > 0:
+                    candidate_rows[int(sparse_rows[position])] = None
+        rows_list = list(candidate_rows)
+        missing_dense = [r for r in rows_list if r not in dense_by_row]
+        if missing_dense:
+            vectors = store.vectors(missing_dense)
+            dense_by_row.update(zip(missing_dense, (vectors @ q_dense).tolist(), strict=True))
+        timings["search_s"] = time.perf_counter() - started
+
+        stored = store.get_rows(rows_list)
+        colbert_by_row: dict[int, float] = {}
+        if mode == "all" and rows_list:
+            started = time.perf_counter()
+            colbert_by_row = self._colbert_scores(store, rows_list, stored, query_views.colbert)
+            timings["colbert_s"] = time.perf_counter() - started
+
+        hits = []
+        for row in rows_list:
+            if row not in stored:
+                continue
+            dense, sparse = dense_by_row.get(row, 0.0), sparse_by_row.get(row, 0.0)
+            colbert = colbert_by_row.get(row)
+            chunk = stored[row]
+            hits.append(SearchHit(
+                chunk_id=chunk.chunk_id, text=chunk.text, metadata=chunk.metadata,
+                score=combine(mode, self.weights, dense, sparse, colbert),
+                dense=dense, sparse=sparse, colbert=colbert,
+            ))
+        hits.sort(key=lambda hit: hit.score, reverse=True)
+        return hits[:k]
+
+    def _colbert_scores(self, store: HybridStore, rows: list[int], stored: dict[int, Any],
+                        query_colbert: list[np.ndarray] | None) -> dict[int, float]:
+        assert query_colbert is not None
+        texts = [stored[r].metadata.get("embedding_text") or stored[r].text
+                 for r in rows if r in stored]
+        kept = [r for r in rows if r in stored]
+        passages = self.embeddings.encode_passages(texts, colbert=True).colbert or []
+        return {row: colbert_score(query_colbert[0], vecs)
+                for row, vecs in zip(kept, passages, strict=True)}
+
+    def _get_relevant_documents(self, query: str, *,
+                                run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [hit_to_document(hit) for hit in self.search(query)]
+
+
+def hit_to_document(hit: SearchHit) -> Document:
+    metadata = dict(hit.metadata)
+    metadata.update(chunk_id=hit.chunk_id, score=hit.score, dense_score=hit.dense,
+                    sparse_score=hit.sparse, colbert_score=hit.colbert)
+    return Document(page_content=hit.text, metadata=metadata, id=hit.chunk_id)

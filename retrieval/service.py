@@ -1,0 +1,78 @@
+"""The one object the surfaces (CLI, Slack) talk to: search, answer, reindex, status.
+
+Everything is built lazily from `Settings`, so constructing a service costs nothing and a
+missing model only fails when it is actually needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from retrieval.chain import AnswerChain, AnswerEvent, Turn
+from retrieval.embeddings import BGEM3Embeddings
+from retrieval.indexer import Indexer, IndexSummary, ProgressCallback
+from retrieval.retriever import HybridRetriever, default_mode
+from retrieval.settings import Settings
+from retrieval.types import Answer, RetrievalMode, SearchHit
+from retrieval.versions import LiveIndex
+
+
+class KotaeService:
+    def __init__(self, settings: Settings, embeddings: BGEM3Embeddings | None = None,
+                 chat_model: BaseChatModel | None = None) -> None:
+        self.settings = settings
+        self._chat_model = chat_model
+        self.embeddings = embeddings or BGEM3Embeddings.from_settings(settings)
+        self.index = LiveIndex(settings.index_dir, device=settings.faiss_device)
+        self._reindex_lock = threading.Lock()
+
+    @functools.cached_property
+    def retriever(self) -> HybridRetriever:
+        return HybridRetriever.from_settings(self.settings, self.index, self.embeddings)
+
+    @functools.cached_property
+    def chain(self) -> AnswerChain:
+        return AnswerChain.from_settings(
+            self.settings, self.search, self.embeddings.token_length, self.mode,
+            chat_model=self._chat_model)
+
+    def ask(self, question: str, history: Sequence[Turn] = (), *,
+            mode: RetrievalMode | None = None) -> Answer:
+        return self.chain.invoke(question, history, mode=mode)
+
+    def stream(self, question: str, history: Sequence[Turn] = (), *,
+               mode: RetrievalMode | None = None) -> Iterator[AnswerEvent]:
+        return self.chain.stream(question, history, mode=mode)
+
+    @property
+    def mode(self) -> RetrievalMode:
+        return default_mode(self.settings)
+
+    def search(self, query: str, *, mode: RetrievalMode | None = None, k: int | None = None,
+               timings: dict[str, float] | None = None) -> list[SearchHit]:
+        return self.retriever.search(query, mode=mode, k=k, timings=timings)
+
+    def reindex(self, paths: Sequence[Path] | None = None, *, full: bool = False,
+                holder: str = "cli", progress: ProgressCallback | None = None) -> IndexSummary:
+        return Indexer(self.settings, self.embeddings).run(
+            paths, full=full, holder=holder, progress=progress)
+
+    def status(self) -> dict[str, Any]:
+        manifest = self.index.manifest() or {}
+        return {
+            "index_version": manifest.get("version"),
+            "documents": manifest.get("files", 0),
+            "chunks": manifest.get("chunks", 0),
+            "last_indexed": manifest.get("created_at"),
+            "model": self.settings.embedding_model,
+            "embedding_device": self.embeddings.resolved_device,
+            "faiss_device": self.settings.faiss_device,
+            "retrieval_mode": self.mode,
+            "index_dir": str(self.settings.index_dir),
+        }
