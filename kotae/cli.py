@@ -20,8 +20,8 @@ from retrieval.settings import Settings
 
 app = typer.Typer(help="kotae (答え): answers from your team's documents.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ModeOption = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
@@ -119,6 +119,101 @@ def search(
                       + (f", colbert {hit.colbert:.3f}" if hit.colbert is not None else "") + ")")
         console.print(f"   {hit.source}", style="dim")
         console.print("   " + hit.text[:200].replace("\n", " "))
+
+
+@app.command()
+def ask(
+    question: str,
+    mode: ModeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="answer, citations, timings")] = False,
+) -> None:
+    """Answer QUESTION from the index, with numbered sources."""
+    from retrieval.service import KotaeService
+
+    service = KotaeService(_settings())
+    try:
+        if as_json:
+            answer = service.ask(question, mode=_mode(mode))
+        else:
+            answer = _stream_answer(service, question, _mode(mode))
+    except KotaeError as error:
+        _fail(error)
+        return
+    if as_json:
+        console.print_json(json.dumps({
+            "answer": answer.text, "kind": answer.kind, "notice": answer.notice,
+            "citations": [c.model_dump() for c in answer.citations], "mode": answer.mode,
+            "timings": answer.timings,
+        }, ensure_ascii=False))
+        return
+    _print_answer(answer)
+
+
+def _stream_answer(service, question: str, mode):  # type: ignore[no-untyped-def]
+    """Print tokens as they arrive; return the final Answer."""
+    from retrieval.types import Answer
+
+    streamed = False
+    for event in service.stream(question, mode=mode):
+        if isinstance(event, Answer):
+            if streamed:
+                console.print()
+            event.__dict__["_streamed"] = streamed and event.kind == "answer"
+            return event
+        streamed = True
+        console.print(event, end="", markup=False, highlight=False)
+    raise RuntimeError("the answer chain ended without an answer")
+
+
+def _print_answer(answer) -> None:  # type: ignore[no-untyped-def]
+    if answer.notice:
+        err.print(f"[yellow]{answer.notice}[/]")
+    if not answer.__dict__.get("_streamed"):
+        console.print(answer.text, markup=False, highlight=False)
+    if answer.citations:
+        cited = any(c.cited for c in answer.citations)
+        console.print()
+        console.print("[bold]Sources[/]" if cited else "[bold]Related sources[/]")
+    for citation in answer.citations:
+        where = " › ".join([citation.title, *citation.heading_path[1:]]
+                           if citation.heading_path[:1] == [citation.title]
+                           else [citation.title, *citation.heading_path])
+        console.print(f"[{citation.number}] {where}", markup=False, highlight=False)
+        console.print(f"    {citation.url or citation.source}", style="dim", markup=False)
+        if answer.kind == "retrieval_only":
+            console.print(f"    > {citation.snippet}", markup=False, highlight=False)
+
+
+@app.command()
+def demo(
+    question: Annotated[str, typer.Argument()] = "経費精算の締め切りはいつですか？",
+) -> None:
+    """Index the documents (default: the bundled samples) and answer QUESTION.
+
+    With SLACK_BOT_TOKEN and a signing secret or app token set, serves the bot instead.
+    """
+    settings = _settings()
+    if _slack_configured():
+        serve()
+        return
+    console.print(f"[bold]indexing[/] {settings.docs_dir} → {settings.index_dir}")
+    index(paths=None, full=False, as_json=False)
+    console.print(f"\n[bold]question:[/] {question}\n")
+    ask(question, mode=None, as_json=False)
+
+
+def _slack_configured() -> bool:
+    import os
+
+    return bool(os.environ.get("SLACK_BOT_TOKEN")) and bool(
+        os.environ.get("SLACK_APP_TOKEN") or os.environ.get("SLACK_SIGNING_SECRET"))
+
+
+@app.command()
+def serve() -> None:
+    """Run the Slack bot (Socket Mode with SLACK_APP_TOKEN, else HTTP on KOTAE_HOST:KOTAE_PORT)."""
+    err.print("[red]error:[/] the Slack bot is not available in this version yet")
+    raise typer.Exit(1)
 
 
 @app.command()

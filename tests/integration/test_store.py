@@ -96,7 +96,7 @@ def test_persistence_round_trip_without_pickle(tmp_path: Path) -> None:
         assert all(name.endswith(".npy") for name in archive.namelist())
     reopened = HybridStore(tmp_path, DIM, device="cpu", read_only=True)
     assert reopened.count == 5 and (tmp_path / DENSE_FILE).exists()
-    scores, rows = reopened.search_dense(vectors[2:3], 1)
+    _scores, rows = reopened.search_dense(vectors[2:3], 1)
     assert reopened.get_rows([int(rows[0][0])])[int(rows[0][0])].chunk_id == "c2"
     sparse, _rows = reopened.sparse_scores({100: 2.0})
     np.testing.assert_allclose(sparse, 1.0)

@@ -1,0 +1,1 @@
+"""Slack surface of kotae: app factory, listeners and Block Kit rendering."""

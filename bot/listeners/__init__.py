@@ -1,0 +1,1 @@
+"""Slack listeners grouped by surface; each module has register(app, ...)."""

@@ -1,0 +1,130 @@
+"""Indexer: incremental by content hash, atomic version switch, lock, bad files reported."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from retrieval.embeddings import BGEM3Embeddings
+from retrieval.errors import IndexLocked, IndexMissing
+from retrieval.indexer import Indexer, IndexProgress
+from retrieval.settings import Settings
+from retrieval.versions import IndexLayout, LiveIndex
+
+
+@pytest.fixture
+def indexer(settings: Settings, embeddings: BGEM3Embeddings) -> Indexer:
+    return Indexer(settings, embeddings)
+
+
+def served_chunks(settings: Settings) -> dict[str, list[str]]:
+    """source -> chunk ids in the served version, read back from disk."""
+    store = LiveIndex(settings.index_dir, device="cpu").store()
+    return {source: [c.chunk_id for c in store.chunks_of(source)] for source in store.files()}
+
+
+def test_full_build_then_search(indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    summary = indexer.run([sample_docs])
+    assert summary.switched and not summary.failed
+    assert len(summary.added) == len(list(p for p in sample_docs.iterdir() if p.is_file()))
+    assert summary.chunks_total == summary.chunks_embedded > len(summary.added)
+    chunks = served_chunks(settings)
+    assert set(chunks) == set(summary.added)
+    store = LiveIndex(settings.index_dir, device="cpu").store()
+    some = store.chunks_of(summary.added[0])[0]
+    for key in ("source", "title", "heading_path", "chunk_number", "content_hash", "mtime"):
+        assert key in some.metadata
+
+
+def test_unchanged_corpus_embeds_nothing(indexer: Indexer, sample_docs: Path) -> None:
+    first = indexer.run([sample_docs])
+    second = indexer.run([sample_docs])
+    assert second.chunks_embedded == 0 and not second.switched
+    assert second.version == first.version
+    assert len(second.unchanged) == len(first.added)
+
+
+def test_changed_added_and_deleted_files(indexer: Indexer, settings: Settings,
+                                         sample_docs: Path) -> None:
+    indexer.run([sample_docs])
+    before = served_chunks(settings)
+    changed = sample_docs / "expense-ja.md"
+    appendix = "\n\n## 追記\n\n交通費は月末にまとめて申請します。\n"
+    changed.write_text(changed.read_text("utf-8") + appendix, encoding="utf-8")
+    removed = sample_docs / "oncall-runbook.md"
+    removed.unlink()
+    added = sample_docs / "new-note.md"
+    added.write_text("# New note\n\nThe office plant is watered on Fridays.\n", encoding="utf-8")
+
+    summary = indexer.run([sample_docs])
+    key = lambda p: p.resolve().as_posix()  # noqa: E731
+    assert summary.updated == [key(changed)]
+    assert summary.added == [key(added)]
+    assert summary.removed == [key(removed)]
+    after = served_chunks(settings)
+    assert key(removed) not in after
+    assert len(after[key(changed)]) >= len(before[key(changed)])
+    embedded_files = {key(changed), key(added)}
+    assert summary.chunks_embedded == sum(len(after[f]) for f in embedded_files)
+    for source in set(after) - embedded_files:  # untouched files keep their chunks
+        assert after[source] == before[source]
+
+
+def test_bad_files_are_skipped_and_reported(indexer: Indexer, settings: Settings,
+                                            sample_docs: Path) -> None:
+    (sample_docs / "binary.txt").write_bytes(b"\x00\x01\x02garbage\x00" * 50)
+    (sample_docs / "empty.md").write_text("   \n", encoding="utf-8")
+    (sample_docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    summary = indexer.run([sample_docs])
+    failed = {Path(source).name for source, _reason in summary.failed}
+    assert {"binary.txt", "empty.md", "broken.pdf"} <= failed
+    assert all(reason for _source, reason in summary.failed)
+    assert summary.switched and len(summary.added) >= 10
+
+
+def test_interrupted_run_keeps_serving_previous_version(
+        indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    first = indexer.run([sample_docs])
+    (sample_docs / "expense-ja.md").write_text("# 経費\n\n内容を変更しました。\n", encoding="utf-8")
+
+    def interrupt(progress: IndexProgress) -> None:
+        if progress.phase == "embedding":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        indexer.run([sample_docs], progress=interrupt)
+    layout = IndexLayout(settings.index_dir)
+    assert layout.current_version() == first.version
+    assert not list(layout.versions_dir.glob(".building-*"))  # the partial build is gone
+    assert sum(len(c) for c in served_chunks(settings).values()) == first.chunks_total
+    again = indexer.run([sample_docs])  # and the next run completes normally
+    assert again.switched and again.updated
+
+
+def test_second_indexer_is_refused_with_who_holds_the_lock(
+        indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    layout = IndexLayout(settings.index_dir)
+    with layout.lock("U123 via Slack"), pytest.raises(IndexLocked, match="U123 via Slack"):
+        indexer.run([sample_docs])
+
+
+def test_full_rebuild_re_embeds_everything(indexer: Indexer, sample_docs: Path) -> None:
+    first = indexer.run([sample_docs])
+    rebuilt = indexer.run([sample_docs], full=True)
+    assert rebuilt.switched and rebuilt.version != first.version
+    assert rebuilt.chunks_embedded == first.chunks_embedded
+
+
+def test_reader_switches_to_a_new_version(indexer: Indexer, settings: Settings,
+                                          sample_docs: Path) -> None:
+    live = LiveIndex(settings.index_dir, device="cpu", check_interval_s=0)
+    with pytest.raises(IndexMissing, match="kotae index"):
+        live.store()
+    indexer.run([sample_docs])
+    old_count = live.store().count
+    for path in list(sample_docs.iterdir())[:3]:
+        path.unlink() if path.is_file() else shutil.rmtree(path)
+    indexer.run([sample_docs])
+    assert live.store().count < old_count
