@@ -175,9 +175,7 @@ def _print_answer(answer) -> None:  # type: ignore[no-untyped-def]
         console.print()
         console.print("[bold]Sources[/]" if cited else "[bold]Related sources[/]")
     for citation in answer.citations:
-        where = " › ".join([citation.title, *citation.heading_path[1:]]
-                           if citation.heading_path[:1] == [citation.title]
-                           else [citation.title, *citation.heading_path])
+        where = " › ".join([citation.title, *citation.heading_path])
         console.print(f"[{citation.number}] {where}", markup=False, highlight=False)
         console.print(f"    {citation.url or citation.source}", style="dim", markup=False)
         if answer.kind == "retrieval_only":
@@ -211,9 +209,47 @@ def _slack_configured() -> bool:
 
 @app.command()
 def serve() -> None:
-    """Run the Slack bot (Socket Mode with SLACK_APP_TOKEN, else HTTP on KOTAE_HOST:KOTAE_PORT)."""
-    err.print("[red]error:[/] the Slack bot is not available in this version yet")
-    raise typer.Exit(1)
+    """Run the Slack bot: Socket Mode with SLACK_APP_TOKEN, else HTTP on KOTAE_HOST:KOTAE_PORT."""
+    import threading
+
+    from bot.app import create_app
+    from bot.server import HttpServer, socket_mode_handler
+    from bot.settings import BotSettings
+    from retrieval.service import KotaeService
+
+    settings = BotSettings()
+    if settings.slack_bot_token is None:
+        _fail(ValueError("SLACK_BOT_TOKEN is not set. See README › Connect to Slack."))
+    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+        _fail(ValueError("Set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)."))
+    service = KotaeService(settings)
+    threading.Thread(target=_warm_up, args=(service,), daemon=True).start()
+    bolt_app, _ctx = create_app(settings, service)
+    if settings.slack_app_token is not None:
+        err.print("kotae: connecting to Slack in Socket Mode")
+        socket_mode_handler(bolt_app, settings.slack_app_token.get_secret_value()).start()
+        return
+
+    def health() -> dict:
+        status = service.status()
+        return {key: status[key] for key in ("index_version", "chunks", "documents",
+                                             "embedding_device", "retrieval_mode")}
+
+    server = HttpServer(bolt_app, health, settings.host, settings.port, settings.http_threads)
+    err.print(f"kotae: listening on http://{settings.host}:{server.port}/slack/events")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+def _warm_up(service) -> None:  # type: ignore[no-untyped-def]
+    """Load the model before the first question; a failure is logged, and answered in Slack."""
+    try:
+        _ = service.embeddings.flag_model
+        service.index.store()
+    except KotaeError as error:
+        logging.getLogger("kotae").error("%s", error)
 
 
 @app.command()

@@ -71,7 +71,8 @@ class KotaeService:
             "chunks": manifest.get("chunks", 0),
             "last_indexed": manifest.get("created_at"),
             "model": self.settings.embedding_model,
-            "embedding_device": self.embeddings.resolved_device,
+            "embedding_device": (self.embeddings.resolved_device if self.embeddings.loaded
+                                 else self.settings.embedding_device),
             "faiss_device": self.settings.faiss_device,
             "retrieval_mode": self.mode,
             "index_dir": str(self.settings.index_dir),

@@ -1,0 +1,83 @@
+"""The Slack app factory. No work at import time; tests pass a WebClient pointed at a fake."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot.context import BotContext
+from bot.dedupe import RecentEvents
+from bot.feedback import FeedbackLog
+from bot.listeners import actions, commands, events
+from bot.reindex import ReindexCoordinator
+from bot.replies import Question, ThreadAnswerer
+from bot.settings import BotSettings
+from bot.workers import AnswerQueue
+from retrieval.service import KotaeService
+from retrieval.types import Answer
+
+logger = logging.getLogger(__name__)
+
+
+def make_client(settings: BotSettings) -> WebClient:
+    if settings.slack_bot_token is None:
+        raise ValueError("SLACK_BOT_TOKEN is not set (xoxb-…, from OAuth & Permissions)")
+    return WebClient(token=settings.slack_bot_token.get_secret_value(),
+                     base_url=settings.slack_api_url)
+
+
+def create_app(settings: BotSettings, service: KotaeService,
+               client: WebClient | None = None) -> tuple[App, BotContext]:
+    client = client or make_client(settings)
+    signing_secret = (settings.slack_signing_secret.get_secret_value()
+                      if settings.slack_signing_secret else "")
+    app = App(
+        client=client,
+        signing_secret=signing_secret,
+        # Listeners only parse, dedupe and hand off, so a few threads keep acks fast; the
+        # answers themselves run on AnswerQueue's own pool.
+        listener_executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="bolt"),
+        logger=logging.getLogger("slack_bolt"),
+    )
+    bot_user_id = _bot_user_id(client)
+    feedback = FeedbackLog(settings.feedback_path)
+
+    def remember(answer: Answer, question: Question) -> None:
+        feedback.answered(answer.answer_id, question.text)
+
+    ctx = BotContext(
+        settings=settings, service=service, client=client, bot_user_id=bot_user_id,
+        recent=RecentEvents(settings.dedupe_ttl_s),
+        queue=AnswerQueue(settings.answer_workers, settings.answers_per_user,
+                          settings.answer_queue_limit),
+        answerer=ThreadAnswerer(
+            client, lambda text, history: service.stream(text, history),
+            service.embeddings.token_length, bot_user_id=bot_user_id,
+            history_messages=settings.thread_history_messages,
+            history_tokens=settings.thread_history_tokens,
+            interval_s=settings.stream_update_interval_s, on_answer=remember),
+        reindex=ReindexCoordinator(client, service.reindex, settings.admin_user_ids,
+                                   settings.workspace_admins_are_admins),
+        feedback=feedback,
+    )
+    events.register(app, ctx)
+    commands.register(app, ctx)
+    actions.register(app, ctx)
+
+    @app.error
+    def on_error(error: Exception, body: dict[str, Any]) -> None:
+        logger.error("unhandled error in a listener: %s", error, exc_info=error)
+
+    return app, ctx
+
+
+def _bot_user_id(client: WebClient) -> str | None:
+    try:
+        return client.auth_test()["user_id"]
+    except Exception as error:  # the app still works; thread roles just fall back to bot_id
+        logger.warning("auth.test failed: %s", error)
+        return None

@@ -1,0 +1,161 @@
+"""Admin-only reindex from Slack: one at a time, progress updated in place, a summary at the end.
+
+The bot keeps answering from the served index meanwhile; the new version is switched in
+atomically by the indexer and picked up by the running retriever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from retrieval.errors import IndexLocked, KotaeError
+from retrieval.indexer import IndexProgress, IndexSummary
+
+logger = logging.getLogger(__name__)
+
+Respond = Callable[..., object]  # Bolt's respond(): ephemeral by default
+Reindex = Callable[..., IndexSummary]  # KotaeService.reindex
+
+
+@dataclass
+class RunningReindex:
+    user: str
+    full: bool
+    started_at: float = field(default_factory=time.time)
+    progress: IndexProgress | None = None
+
+
+def describe(progress: IndexProgress | None) -> str:
+    if progress is None or progress.phase == "scanning":
+        return "scanning files…"
+    if progress.phase == "embedding":
+        eta = f", about {progress.eta_s:.0f}s left" if progress.eta_s is not None else ""
+        return (f"embedding {progress.chunks_done}/{progress.chunks_total} chunks "
+                f"({progress.files_done}/{progress.files_total} files{eta})")
+    return f"{progress.phase}…"
+
+
+def summary_text(summary: IndexSummary) -> str:
+    lines = [
+        f":white_check_mark: Reindex finished in {summary.seconds:.1f}s — "
+        f"added {len(summary.added)}, updated {len(summary.updated)}, removed "
+        f"{len(summary.removed)}, unchanged {len(summary.unchanged)}, failed "
+        f"{len(summary.failed)} files; {summary.chunks_total} chunks.",
+        f"Now serving index version `{summary.version}`." if summary.switched
+        else "Nothing changed; the index stays as it was.",
+    ]
+    for source, reason in summary.failed[:10]:
+        lines.append(f"• skipped `{source.rsplit('/', 1)[-1]}`: {reason}")
+    if len(summary.failed) > 10:
+        lines.append(f"• … and {len(summary.failed) - 10} more")
+    return "\n".join(lines)
+
+
+class ReindexCoordinator:
+    def __init__(self, client: WebClient, reindex: Reindex, admin_user_ids: list[str],
+                 workspace_admins_are_admins: bool, update_interval_s: float = 1.0) -> None:
+        self.client = client
+        self._reindex = reindex
+        self._admins = set(admin_user_ids)
+        self._workspace_admins = workspace_admins_are_admins
+        self._interval = update_interval_s
+        self._lock = threading.Lock()
+        self.running: RunningReindex | None = None
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="reindex")
+
+    def is_admin(self, user: str) -> bool:
+        if user in self._admins:
+            return True
+        if not self._workspace_admins:
+            return False
+        try:
+            info = self.client.users_info(user=user)["user"]
+        except SlackApiError as error:
+            logger.warning("users.info failed for %s: %s", user, error.response.get("error"))
+            return False
+        return bool(info.get("is_admin") or info.get("is_owner"))
+
+    def request(self, user: str, channel: str, full: bool, respond: Respond) -> None:
+        """Called from a Bolt listener after ack(): checks run off the listener thread."""
+        self._executor.submit(self._request, user, channel, full, respond)
+
+    def _request(self, user: str, channel: str, full: bool, respond: Respond) -> None:
+        if not self.is_admin(user):
+            logger.warning("reindex refused for non-admin user %s in %s", user, channel)
+            respond(text=":no_entry: Only kotae admins can rebuild the index. "
+                         "Ask an admin (listed in KOTAE_ADMIN_USER_IDS).")
+            return
+        with self._lock:
+            running = self.running
+            if running is None:
+                self.running = RunningReindex(user=user, full=full)
+        if running is not None:
+            respond(text=f":hourglass: A reindex started by <@{running.user}> at "
+                         f"{time.strftime('%H:%M:%S', time.localtime(running.started_at))} "
+                         f"is still running: {describe(running.progress)}")
+            return
+        try:
+            self._run(user, channel, full, respond)
+        finally:
+            with self._lock:
+                self.running = None
+
+    def _run(self, user: str, channel: str, full: bool, respond: Respond) -> None:
+        logger.info("reindex (full=%s) started by %s", full, user)
+        header = f":arrows_counterclockwise: <@{user}> started a {'full ' if full else ''}reindex"
+        board = ProgressBoard(self.client, channel, respond, header)
+        last_update = 0.0
+
+        def on_progress(progress: IndexProgress) -> None:
+            nonlocal last_update
+            if self.running is not None:
+                self.running.progress = progress
+            if time.monotonic() - last_update >= self._interval:
+                last_update = time.monotonic()
+                board.show(f"{header}: {describe(progress)}")
+
+        try:
+            summary = self._reindex(full=full, holder=f"Slack user {user}", progress=on_progress)
+        except IndexLocked as error:
+            board.show(f":hourglass: {error}")
+            return
+        except KotaeError as error:
+            board.show(f":warning: Reindex failed: {error}")
+            return
+        except Exception:
+            logger.exception("reindex failed")
+            board.show(":warning: Reindex failed on my side; the previous index is still "
+                       "being served. Details are in the bot's log.")
+            return
+        board.show(summary_text(summary))
+
+
+class ProgressBoard:
+    """A message updated in place; in a channel the bot cannot post to, ephemeral responses."""
+
+    def __init__(self, client: WebClient, channel: str, respond: Respond, first: str) -> None:
+        self.client, self.channel, self.respond = client, channel, respond
+        self.ts: str | None = None
+        try:
+            self.ts = client.chat_postMessage(channel=channel, text=first + "…")["ts"]
+        except SlackApiError as error:
+            logger.info("cannot post progress in %s (%s); using the response URL", channel,
+                        error.response.get("error"))
+            respond(text=first + "…")
+
+    def show(self, text: str) -> None:
+        try:
+            if self.ts is not None:
+                self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+                return
+        except SlackApiError as error:
+            logger.info("progress update failed: %s", error.response.get("error"))
+        self.respond(text=text, replace_original=True)

@@ -1,0 +1,58 @@
+"""Slack settings on top of the retrieval settings: still one object reading the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+
+from retrieval.settings import Settings
+
+
+def _alias(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class BotSettings(Settings):
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=_alias("SLACK_SIGNING_SECRET"))
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_APP_TOKEN"))
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_alias("SLACK_API_URL"),
+                               description="Slack Web API base URL (proxies, GovSlack, tests)")
+
+    host: str = Field("127.0.0.1", description="HTTP mode: interface to listen on")
+    port: int = Field(3000, description="HTTP mode: port (/slack/events, /healthz)")
+    http_threads: int = Field(8, ge=1, description="HTTP mode: server threads (acks only)")
+
+    slash_command: str = "/kotae"
+    admin_user_ids: list[str] = Field(default_factory=list,
+                                      description="Slack user ids allowed to reindex")
+    workspace_admins_are_admins: bool = Field(
+        False, description="also let workspace admins/owners reindex (checked with users.info)")
+
+    answer_workers: int = Field(4, ge=1, description="answers written at the same time")
+    answers_per_user: int = Field(2, ge=1, description="answers per user at the same time")
+    answer_queue_limit: int = Field(100, ge=1, description="waiting answers before refusing")
+    dedupe_ttl_s: float = Field(600.0, description="how long an event id is remembered")
+    thread_history_messages: int = Field(20, ge=0)
+    thread_history_tokens: int = Field(1500, ge=0)
+    stream_update_interval_s: float = Field(0.8, description="between visible updates")
+    feedback_path: Path = Path(".kotae/feedback.jsonl")
+
+    @field_validator("slash_command")
+    @classmethod
+    def _slash(cls, value: str) -> str:
+        return value if value.startswith("/") else f"/{value}"
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("admin_user_ids", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

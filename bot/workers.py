@@ -1,0 +1,86 @@
+"""Answer work runs here, never on Bolt's listener threads, so acks stay fast under load.
+
+Bolt's default pool has 5 threads; if slow answers ran there, slash commands would wait behind
+them and miss Slack's 3-second ack. Here a fixed pool writes answers, with a per-user limit
+and a bounded waiting line; a caller is told when its job has to wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+Job = Callable[[], None]
+
+
+@dataclass
+class _Pending:
+    user: str
+    job: Job
+
+
+class AnswerQueue:
+    def __init__(self, workers: int = 4, per_user: int = 2, max_waiting: int = 100) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answer")
+        self._workers = workers
+        self._per_user = per_user
+        self._max_waiting = max_waiting
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self._running_total = 0
+        self._waiting: deque[_Pending] = deque()
+
+    def submit(self, user: str, job: Job) -> str:
+        """Run `job` for `user`: returns "started", "queued" (it will run later) or "rejected"."""
+        with self._lock:
+            if self._can_start(user):
+                self._start(user, job)
+                return "started"
+            if len(self._waiting) >= self._max_waiting:
+                return "rejected"
+            self._waiting.append(_Pending(user, job))
+            return "queued"
+
+    def _can_start(self, user: str) -> bool:
+        return (self._running_total < self._workers
+                and self._running.get(user, 0) < self._per_user)
+
+    def _start(self, user: str, job: Job) -> None:
+        self._running[user] = self._running.get(user, 0) + 1
+        self._running_total += 1
+        self._executor.submit(self._run, user, job)
+
+    def _run(self, user: str, job: Job) -> None:
+        try:
+            job()
+        except Exception:  # a job reports its own failures to the user; this is the last net
+            logger.exception("answer job failed")
+        finally:
+            with self._lock:
+                self._running[user] -= 1
+                if not self._running[user]:
+                    del self._running[user]
+                self._running_total -= 1
+                self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        for pending in list(self._waiting):
+            if self._running_total >= self._workers:
+                return
+            if self._running.get(pending.user, 0) < self._per_user:
+                self._waiting.remove(pending)
+                self._start(pending.user, pending.job)
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return self._running_total + len(self._waiting)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=not wait)
