@@ -9,7 +9,7 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 FAISS_EXTRA := $(if $(HAS_GPU),gpu,cpu)
 QUESTION ?= 経費精算の締め切りはいつですか？
 
-.PHONY: install test lint demo serve bench clean
+.PHONY: install test lint demo demo-offline serve bench clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,13 @@ lint: install
 
 demo: install
 	$(VENV)/bin/kotae demo "$(QUESTION)"
+
+# No hub access and no local bge-m3? A model with RANDOM weights runs the real pipeline
+# (answers are meaningless, everything else is real).
+demo-offline: install
+	test -f .kotae/tiny-model/config.json || $(VENV)/bin/kotae tiny-model .kotae/tiny-model
+	KOTAE_EMBEDDING_MODEL=.kotae/tiny-model KOTAE_INDEX_DIR=.kotae/tiny-index \
+		$(VENV)/bin/kotae demo "$(QUESTION)"
 
 serve: install
 	$(VENV)/bin/kotae serve

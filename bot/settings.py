@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from retrieval.settings import Settings
 
@@ -26,8 +28,8 @@ class BotSettings(Settings):
     http_threads: int = Field(8, ge=1, description="HTTP mode: server threads (acks only)")
 
     slash_command: str = "/kotae"
-    admin_user_ids: list[str] = Field(default_factory=list,
-                                      description="Slack user ids allowed to reindex")
+    admin_user_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Slack user ids allowed to reindex (comma-separated)")
     workspace_admins_are_admins: bool = Field(
         False, description="also let workspace admins/owners reindex (checked with users.info)")
 

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        env_ignore_empty=True,  # `KEY=` in .env means "use the default"
     )
 
     # --- embeddings (bge-m3 through FlagEmbedding) ---
