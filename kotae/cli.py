@@ -119,7 +119,7 @@ def search(
     if not hits:
         console.print("no matching chunks")
     for rank, hit in enumerate(hits, start=1):
-        where = " › ".join([hit.title, *hit.heading_path])
+        where = " › ".join([hit.title, *hit.section_path])
         console.print(f"[bold]{rank}. {where}[/]  score {hit.score:.4f} "
                       f"(dense {hit.dense or 0:.3f}, sparse {hit.sparse or 0:.3f}"
                       + (f", colbert {hit.colbert:.3f}" if hit.colbert is not None else "") + ")")

@@ -19,11 +19,8 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
 
 
 def citation_for(number: int, hit: SearchHit, *, cited: bool) -> Citation:
-    headings = hit.heading_path
-    if headings[:1] == [hit.title]:  # the H1 is usually the title: "Title › Title › …" reads badly
-        headings = headings[1:]
     return Citation(
-        number=number, title=hit.title, heading_path=headings, source=hit.source,
+        number=number, title=hit.title, heading_path=hit.section_path, source=hit.source,
         url=hit.url, chunk_id=hit.chunk_id, score=hit.score, snippet=snippet(hit.text),
         cited=cited,
     )

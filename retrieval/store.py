@@ -107,6 +107,7 @@ class HybridStore:
         self._gpu_resources: Any = None
         self.on_gpu = self._want_gpu(device)
         self._gpu_fp16 = gpu_fp16
+        self._gpu_stale = False  # the CPU copy changed since the GPU clone was made
         self._sync_gpu()
 
     # --- setup ---------------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class HybridStore:
         options.useFloat16 = self._gpu_fp16
         with self._gpu_lock:
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index, options)
+            self._gpu_stale = False
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -182,6 +184,7 @@ class HybridStore:
                     if replaced:
                         self._index.remove_ids(np.asarray(replaced, np.int64))
                     self._index.add_with_ids(vectors, np.asarray(row_ids, np.int64))
+                    self._gpu_stale = self.on_gpu
             except Exception:
                 # keep FAISS consistent with the rolled-back rows
                 if "row_ids" in locals() and row_ids:
@@ -210,6 +213,7 @@ class HybridStore:
         with self._db:
             self._db.executemany("DELETE FROM chunks WHERE id = ?", [(r,) for r in rows])
             self._index.remove_ids(np.asarray(rows, np.int64))
+        self._gpu_stale = self.on_gpu
         self._sparse_matrix = None
         return len(rows)
 
@@ -290,6 +294,9 @@ class HybridStore:
         """Top-k (scores, row ids) per query; scores are cosine similarities, -1 ids pad."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(k, self.count or 1))
+        if self._gpu_stale:
+            with self._lock:
+                self._sync_gpu()
         if self._gpu_index is not None:
             with self._gpu_lock:  # GPU resources are not thread-safe
                 return self._gpu_index.search(queries, k)

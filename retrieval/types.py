@@ -29,6 +29,12 @@ class SearchHit(BaseModel):
         return list(self.metadata.get("heading_path") or [])
 
     @property
+    def section_path(self) -> list[str]:
+        """Headings below the title: the H1 usually repeats the title ("T › T › …")."""
+        headings = self.heading_path
+        return headings[1:] if headings[:1] == [self.title] else headings
+
+    @property
     def source(self) -> str:
         return str(self.metadata.get("source", ""))
 

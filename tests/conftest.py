@@ -104,3 +104,25 @@ def sample_index_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     summary = Indexer(settings, embeddings).run()
     assert summary.switched and not summary.failed
     return index_dir
+
+
+# --- GPU marker: skipped with a visible reason where there is no GPU ---
+def _gpu_skip_reason() -> str | None:
+    import faiss
+    import torch
+
+    if not torch.cuda.is_available():
+        return "needs an NVIDIA GPU: torch.cuda.is_available() is False on this machine"
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        return "needs faiss-gpu: this FAISS build has no GPU support (install faiss-gpu)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    reason = _gpu_skip_reason()
+    if reason:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=reason))
