@@ -88,6 +88,12 @@ class ReindexCoordinator:
         self._executor.submit(self._request, user, channel, full, respond)
 
     def _request(self, user: str, channel: str, full: bool, respond: Respond) -> None:
+        try:
+            self._handle(user, channel, full, respond)
+        except Exception:  # runs on an executor: nothing else would ever see this
+            logger.exception("reindex request from %s failed", user)
+
+    def _handle(self, user: str, channel: str, full: bool, respond: Respond) -> None:
         if not self.is_admin(user):
             logger.warning("reindex refused for non-admin user %s in %s", user, channel)
             respond(text=":no_entry: Only kotae admins can rebuild the index. "

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +46,7 @@ class SlackCall:
     method: str
     params: dict[str, Any]
     headers: dict[str, str] = field(repr=False)
+    received_at: float = field(default_factory=time.monotonic, repr=False, compare=False)
 
     @property
     def token(self) -> str | None:

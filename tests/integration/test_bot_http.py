@@ -361,3 +361,41 @@ def test_healthz_reports_the_index(bot: Bot) -> None:
         health = json.loads(response.read())
     assert response.status == 200 and health["ok"] is True
     assert health["index_version"] == bot.ctx.service.index.version and health["chunks"] > 0
+
+
+def test_without_streaming_the_reply_grows_by_edits(bot: Bot) -> None:
+    bot.slack.fail("chat.startStream", error="unknown_method")
+    bot.slack.fail("assistant.threads.setStatus", error="not_allowed")
+    bot.llm.push(Reply(text="The on-call handoff is every Monday at 10:00 JST [1].",
+                       chunk_delay_s=0.03))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.001400"), "Ev14")
+    [reply] = bot.wait_for_final("C1", "1600000000.001400")
+    assert "Monday at 10:00 JST [1]" in blocks_text(reply["blocks"])
+    [placeholder] = [c for c in bot.slack.calls("chat.postMessage")
+                     if c.params.get("thread_ts") == "1600000000.001400"]
+    assert placeholder.text  # the first words, shown at once
+    updates = [c for c in bot.slack.calls("chat.update") if c.params["ts"] == reply["ts"]]
+    assert len(updates) >= 2 and updates[-1].blocks  # grew, then the final Block Kit message
+    # no assistant status here, so the question got a ⏳ reaction, removed when done
+    [added] = bot.slack.calls("reactions.add")
+    assert added.params["timestamp"] == "1600000000.001400"
+    assert bot.slack.wait_for("reactions.remove")
+
+
+def test_workspace_admins_may_reindex_when_allowed(
+        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
+        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+    fake_slack.set_user("UOWNER", is_owner=True)
+    allowed = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
+                       tmp_path, docs_dir=sample_docs, workspace_admins_are_admins=True)
+    try:
+        allowed.send_command("reindex", user="UOWNER")
+        [progress] = fake_slack.wait_for("chat.postMessage", timeout=10)
+        assert "<@UOWNER> started a reindex" in progress.text
+        [lookup] = fake_slack.calls("users.info")
+        assert lookup.params["user"] == "UOWNER"
+        allowed.send_command("reindex", user="UPLAIN")  # a regular member: refused
+        [refusal] = fake_slack.wait_for("response_url")
+        assert "Only kotae admins" in refusal.params["text"]
+    finally:
+        allowed.server.stop()
