@@ -53,7 +53,7 @@ def create_app(settings: BotSettings, service: KotaeService,
         settings=settings, service=service, client=client, bot_user_id=bot_user_id,
         recent=RecentEvents(settings.dedupe_ttl_s),
         queue=AnswerQueue(settings.answer_workers, settings.answers_per_user,
-                          settings.answer_queue_limit),
+                          settings.answer_queue_limit, settings.queued_notice_after_s),
         answerer=ThreadAnswerer(
             client, lambda text, history: service.stream(text, history),
             service.embeddings.token_length, bot_user_id=bot_user_id,

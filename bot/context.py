@@ -29,12 +29,15 @@ class BotContext:
 
     def ask_in_thread(self, question: Question) -> None:
         """Queue an answer; tell the user when it has to wait or cannot be taken."""
-        outcome = self.queue.submit(question.user, lambda: self.answerer.answer(question))
-        if outcome == "started":
-            return
-        text = (":hourglass: You're in the queue — I'll answer here as soon as I can."
-                if outcome == "queued" else
-                ":warning: I'm answering too many questions right now. Please ask again in a "
-                "minute.")
-        self.client.chat_postMessage(channel=question.channel, thread_ts=question.thread_ts,
-                                     text=text)
+
+        def tell(text: str) -> None:
+            self.client.chat_postMessage(channel=question.channel,
+                                         thread_ts=question.thread_ts, text=text)
+
+        outcome = self.queue.submit(
+            question.user, lambda: self.answerer.answer(question),
+            on_wait=lambda: tell(":hourglass: You're in the queue — I'll answer here as soon "
+                                 "as I can."))
+        if outcome == "rejected":
+            tell(":warning: I'm answering too many questions right now. Please ask again in a "
+                 "minute.")

@@ -36,6 +36,8 @@ class BotSettings(Settings):
     answer_workers: int = Field(4, ge=1, description="answers written at the same time")
     answers_per_user: int = Field(2, ge=1, description="answers per user at the same time")
     answer_queue_limit: int = Field(100, ge=1, description="waiting answers before refusing")
+    queued_notice_after_s: float = Field(
+        0.5, ge=0, description="tell a waiting user they are queued after this long")
     dedupe_ttl_s: float = Field(600.0, description="how long an event id is remembered")
     thread_history_messages: int = Field(20, ge=0)
     thread_history_tokens: int = Field(1500, ge=0)

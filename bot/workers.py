@@ -2,17 +2,20 @@
 
 Bolt's default pool has 5 threads; if slow answers ran there, slash commands would wait behind
 them and miss Slack's 3-second ack. Here a fixed pool writes answers, with a per-user limit
-and a bounded waiting line; a caller is told when its job has to wait.
+and a bounded waiting line. A job that has waited longer than `notice_after_s` gets its
+`on_wait` callback (the bot tells the user they are queued) — not sooner, so a short wait
+costs no extra message, and a burst does not spend its CPU on notices while acks are due.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
@@ -23,28 +26,38 @@ Job = Callable[[], None]
 class _Pending:
     user: str
     job: Job
+    on_wait: Job | None
+    since: float = field(default_factory=time.monotonic)
+    noticed: bool = False
 
 
 class AnswerQueue:
-    def __init__(self, workers: int = 4, per_user: int = 2, max_waiting: int = 100) -> None:
+    def __init__(self, workers: int = 4, per_user: int = 2, max_waiting: int = 100,
+                 notice_after_s: float = 1.0) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answer")
         self._workers = workers
         self._per_user = per_user
         self._max_waiting = max_waiting
-        self._lock = threading.Lock()
+        self._notice_after_s = notice_after_s
+        self._lock = threading.Condition()
         self._running: dict[str, int] = {}
         self._running_total = 0
         self._waiting: deque[_Pending] = deque()
+        self._closed = False
+        threading.Thread(target=self._notify_waiting, name="answer-queue-notices",
+                         daemon=True).start()
 
-    def submit(self, user: str, job: Job) -> str:
-        """Run `job` for `user`: returns "started", "queued" (it will run later) or "rejected"."""
+    def submit(self, user: str, job: Job, on_wait: Job | None = None) -> str:
+        """Run `job` for `user`: returns "started", "queued" (it will run later; `on_wait`
+        runs if it is still waiting after `notice_after_s`) or "rejected"."""
         with self._lock:
             if self._can_start(user):
                 self._start(user, job)
                 return "started"
             if len(self._waiting) >= self._max_waiting:
                 return "rejected"
-            self._waiting.append(_Pending(user, job))
+            self._waiting.append(_Pending(user, job, on_wait))
+            self._lock.notify_all()
             return "queued"
 
     def _can_start(self, user: str) -> bool:
@@ -77,10 +90,32 @@ class AnswerQueue:
                 self._waiting.remove(pending)
                 self._start(pending.user, pending.job)
 
+    def _notify_waiting(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due = [p for p in self._waiting
+                       if not p.noticed and p.on_wait and now - p.since >= self._notice_after_s]
+                for pending in due:
+                    pending.noticed = True
+                if not due:
+                    self._lock.wait(timeout=min(0.2, self._notice_after_s))
+            for pending in due:
+                try:
+                    assert pending.on_wait is not None
+                    pending.on_wait()
+                except Exception:
+                    logger.exception("queued notice failed")
+
     @property
     def busy(self) -> int:
         with self._lock:
             return self._running_total + len(self._waiting)
 
     def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
         self._executor.shutdown(wait=wait, cancel_futures=not wait)

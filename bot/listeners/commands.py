@@ -74,8 +74,10 @@ def ask(ctx: BotContext, command: dict[str, Any], text: str, respond: Respond) -
             for message in render_answer(final, feedback=False):
                 respond(text=message.text, blocks=message.blocks)
 
-        if ctx.queue.submit(user, answer_privately) != "started":
-            respond(text=":hourglass: You're in the queue — the answer will follow.")
+        outcome = ctx.queue.submit(user, answer_privately, on_wait=lambda: respond(
+            text=":hourglass: You're in the queue — the answer will follow."))
+        if outcome == "rejected":
+            respond(text=":warning: Too many questions right now; please ask again in a minute.")
         return
     ctx.ask_in_thread(Question(text=text, user=user, channel=channel, thread_ts=posted["ts"],
                                message_ts=posted["ts"], team=command.get("team_id")))

@@ -343,7 +343,7 @@ def test_over_the_limit_users_are_told_they_are_queued(
         settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
         fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer, tmp_path: Path) -> None:
     busy = make_bot(settings, embeddings, sample_index_dir, fake_slack, fake_openai, tmp_path,
-                    answer_workers=1, answers_per_user=1)
+                    answer_workers=1, answers_per_user=1, queued_notice_after_s=0.1)
     try:
         fake_openai.responder = lambda _r: Reply(text="Monday [1].", delay_s=0.5)
         busy.send_event(mention("When is the on-call handoff?", "1600000000.001200"), "Ev12")
@@ -397,5 +397,8 @@ def test_workspace_admins_may_reindex_when_allowed(
         allowed.send_command("reindex", user="UPLAIN")  # a regular member: refused
         [refusal] = fake_slack.wait_for("response_url")
         assert "Only kotae admins" in refusal.params["text"]
+        deadline = time.monotonic() + 60  # let the running reindex finish before teardown
+        while time.monotonic() < deadline and allowed.ctx.reindex.running is not None:
+            time.sleep(0.1)
     finally:
         allowed.server.stop()

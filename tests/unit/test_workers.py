@@ -1,0 +1,77 @@
+"""AnswerQueue: global and per-user limits, a bounded waiting line, late 'queued' notices."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from bot.workers import AnswerQueue
+
+
+def blocking_job(release: threading.Event, log: list[str], name: str):  # type: ignore[no-untyped-def]
+    def job() -> None:
+        log.append(f"start {name}")
+        release.wait(5)
+        log.append(f"end {name}")
+    return job
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_per_user_limit_queues_the_same_user_but_not_others() -> None:
+    queue = AnswerQueue(workers=4, per_user=1, notice_after_s=60)
+    release, log = threading.Event(), []
+    assert queue.submit("alice", blocking_job(release, log, "a1")) == "started"
+    assert queue.submit("alice", blocking_job(release, log, "a2")) == "queued"
+    assert queue.submit("bob", blocking_job(release, log, "b1")) == "started"
+    wait_until(lambda: {"start a1", "start b1"} <= set(log))
+    assert "start a2" not in log
+    release.set()
+    wait_until(lambda: "end a2" in log)
+    assert log.index("end a1") < log.index("start a2")
+    queue.shutdown()
+
+
+def test_global_limit_and_rejection_when_the_line_is_full() -> None:
+    queue = AnswerQueue(workers=1, per_user=5, max_waiting=1, notice_after_s=60)
+    release, log = threading.Event(), []
+    assert queue.submit("u1", blocking_job(release, log, "1")) == "started"
+    assert queue.submit("u2", blocking_job(release, log, "2")) == "queued"
+    assert queue.submit("u3", blocking_job(release, log, "3")) == "rejected"
+    release.set()
+    wait_until(lambda: "end 2" in log)
+    assert "start 3" not in log
+    queue.shutdown()
+
+
+def test_queued_notice_only_after_the_wait_grows_long() -> None:
+    queue = AnswerQueue(workers=1, per_user=1, notice_after_s=0.3)
+    release, log, notices = threading.Event(), [], []
+    queue.submit("u1", blocking_job(release, log, "first"))
+    queue.submit("u2", blocking_job(release, log, "short"), on_wait=lambda: notices.append("s"))
+    time.sleep(0.1)
+    assert notices == []  # a short wait costs no message
+    wait_until(lambda: notices == ["s"])
+    time.sleep(0.4)
+    assert notices == ["s"]  # told once
+    release.set()
+    wait_until(lambda: "end short" in log)
+    queue.shutdown()
+
+
+def test_a_failing_job_frees_its_slot() -> None:
+    queue = AnswerQueue(workers=1, per_user=1, notice_after_s=60)
+    done = threading.Event()
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    queue.submit("u", boom)
+    assert queue.submit("u", done.set) in ("started", "queued")
+    assert done.wait(5)
+    queue.shutdown()
