@@ -44,7 +44,7 @@ class Chunk(BaseModel):
     """A piece of a file, the unit that is embedded, retrieved and cited.
 
     `metadata` holds: source, title, kind, file_hash, mtime, heading_path, chunk_number,
-    content_hash, embedding_text, and url / page where the file has them. It is plain JSON so
+    content_hash, and url / page where the file has them. It is plain JSON so
     stores can keep it as is.
     """
 
@@ -67,7 +67,7 @@ class Chunk(BaseModel):
         """`title › heading › sub-heading` then the text: a chunk that says "by the 25th" under
         "Expenses › Deadline" should be found by "expense deadline" even though its text never
         says so. A first heading equal to the title is not repeated."""
-        return _embedding_text(self.title, self.heading_path, self.text)
+        return embedding_text_for(self.title, self.heading_path, self.text)
 
     def to_document(self) -> Document:
         return Document(id=self.chunk_id, page_content=self.text, metadata=dict(self.metadata))
@@ -122,7 +122,6 @@ def chunk_source(
                     "heading_path": heading_path,
                     "chunk_number": number,
                     "content_hash": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                    "embedding_text": _embedding_text(source.title, heading_path, text),
                 }
                 if page is not None:
                     metadata["page"] = page
@@ -202,7 +201,9 @@ def _cached_length(token_length: TokenLength) -> TokenLength:
     return length
 
 
-def _embedding_text(title: str, heading_path: list[str], text: str) -> str:
+def embedding_text_for(title: str, heading_path: list[str], text: str) -> str:
+    """What is embedded for a chunk; rebuilt from stored metadata where needed (ColBERT
+    re-encoding), so it is not stored twice."""
     context = list(heading_path)
     if context and context[0] == title:
         context = context[1:]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from retrieval.chunking import Chunk, chunk_source
 from retrieval.embeddings import BGEM3Embeddings
-from retrieval.loaders import hash_file, iter_source_paths, load_path
+from retrieval.loaders import SourceFile, hash_file, iter_source_paths, load_path
 from retrieval.settings import Settings
 from retrieval.store import DENSE_FILE, DOCSTORE_FILE, FileRecord, HybridStore
 from retrieval.versions import IndexLayout
@@ -107,8 +107,11 @@ class Indexer:
         reuse = current is not None and not full and self._compatible(current)
         if reuse:
             assert current is not None
-            with _open(self.layout.version_dir(current), read_only=True) as old:
+            old = self._open(current)
+            try:
                 previous = old.files()
+            finally:
+                old.close()
         changed = [key for key, (_p, h) in hashes.items()
                    if key not in previous or previous[key].file_hash != h]
         summary.unchanged = sorted(k for k in hashes if k not in changed)
@@ -159,7 +162,7 @@ class Indexer:
             summary.failed.append((key, skipped.reason))
             if key in previous:
                 summary.unchanged.append(key)
-        chunks_by_source: list[tuple[object, list[Chunk]]] = []
+        chunks_by_source: list[tuple[SourceFile, list[Chunk]]] = []
         for source in loaded.documents:
             chunks = chunk_source(source, token_length=self.embeddings.token_length,
                                   chunk_size=self.settings.chunk_size,
@@ -172,7 +175,7 @@ class Indexer:
         embed_started = time.perf_counter()
         done = 0
         for files_done, (source, chunks) in enumerate(chunks_by_source, start=1):
-            store.delete_source(source.source)  # type: ignore[attr-defined]
+            store.delete_source(source.source)
             for batch in _batches(chunks, EMBED_BATCH):
                 views = self.embeddings.encode_passages([c.embedding_text for c in batch])
                 store.add([c.chunk_id for c in batch], [c.text for c in batch],
@@ -184,11 +187,10 @@ class Indexer:
                                      chunks_total=total, embeddings_per_s=rate,
                                      eta_s=(total - done) / rate if rate else None))
             store.record_file(FileRecord(
-                source=source.source, file_hash=source.content_hash,  # type: ignore[attr-defined]
-                mtime=source.mtime, title=source.title,  # type: ignore[attr-defined]
-                chunk_count=len(chunks), indexed_at=time.time()))
-            key = source.source  # type: ignore[attr-defined]
-            (summary.updated if key in previous else summary.added).append(key)
+                source=source.source, file_hash=source.content_hash, mtime=source.mtime,
+                title=source.title, chunk_count=len(chunks), indexed_at=time.time()))
+            (summary.updated if source.source in previous else summary.added).append(
+                source.source)
         summary.chunks_embedded = done
 
     def _compatible(self, version: str) -> bool:
@@ -198,26 +200,12 @@ class Indexer:
                 and manifest.get("chunk_size") == self.settings.chunk_size
                 and manifest.get("chunk_overlap") == self.settings.chunk_overlap)
 
+    def _open(self, version: str) -> HybridStore:
+        dim = int(self.layout.manifest(version)["dim"])
+        return HybridStore(self.layout.version_dir(version), dim, device="cpu", read_only=True)
+
     def _count(self, version: str) -> int:
         return int(self.layout.manifest(version).get("chunks", 0))
-
-
-class _open:
-    """Context manager around a HybridStore that always closes it."""
-
-    def __init__(self, folder: Path, read_only: bool) -> None:
-        self.folder, self.read_only = folder, read_only
-
-    def __enter__(self) -> HybridStore:
-        import json
-
-        manifest = json.loads((self.folder / "manifest.json").read_text("utf-8"))
-        self.store = HybridStore(self.folder, int(manifest["dim"]), device="cpu",
-                                 read_only=self.read_only)
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
 
 
 def _batches(items: list[Chunk], size: int) -> Iterable[list[Chunk]]:

@@ -23,6 +23,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
+from retrieval.chunking import embedding_text_for
 from retrieval.embeddings import BGEM3Embeddings, cuda_available
 from retrieval.settings import Settings
 from retrieval.store import HybridStore
@@ -137,7 +138,9 @@ class HybridRetriever(BaseRetriever):
     def _colbert_scores(self, store: HybridStore, rows: list[int], stored: dict[int, Any],
                         query_colbert: list[np.ndarray] | None) -> dict[int, float]:
         assert query_colbert is not None
-        texts = [stored[r].metadata.get("embedding_text") or stored[r].text
+        texts = [embedding_text_for(str(stored[r].metadata.get("title", "")),
+                                    list(stored[r].metadata.get("heading_path") or []),
+                                    stored[r].text)
                  for r in rows if r in stored]
         kept = [r for r in rows if r in stored]
         passages = self.embeddings.encode_passages(texts, colbert=True).colbert or []

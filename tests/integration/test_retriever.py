@@ -31,7 +31,7 @@ def build_index(root: Path, embeddings: BGEM3Embeddings) -> LiveIndex:
     store = HybridStore(build_dir, embeddings.dimension, device="cpu")
     views = embeddings.encode_passages(PASSAGES)
     store.add([f"p{i}" for i in range(len(PASSAGES))], PASSAGES,
-              [{"source": f"/docs/{i}.md", "title": f"doc {i}"} for i in range(len(PASSAGES))],
+              [{"source": f"/docs/{i}.md"} for i in range(len(PASSAGES))],  # untitled: text as is
               views.dense, views.sparse)
     store.save()
     store.close()
