@@ -26,7 +26,6 @@ from pydantic import ConfigDict, Field
 from retrieval.chunking import embedding_text_for
 from retrieval.embeddings import BGEM3Embeddings, cuda_available
 from retrieval.settings import Settings
-from retrieval.store import HybridStore
 from retrieval.types import RetrievalMode, SearchHit
 from retrieval.versions import LiveIndex
 
@@ -91,51 +90,45 @@ class HybridRetriever(BaseRetriever):
         started = time.perf_counter()
         q_dense, q_sparse = query_views.dense[0], query_views.sparse[0]
         n = max(k, self.candidates)
-        candidate_rows: dict[int, None] = {}
         dense_by_row: dict[int, float] = {}
         if mode != "sparse":
             scores, rows = store.search_dense(q_dense[None, :], n)
-            for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True):
-                if row >= 0:
-                    candidate_rows[row] = None
-                    dense_by_row[row] = score
-        all_sparse, sparse_rows = store.sparse_scores(q_sparse)
-        sparse_by_row = dict(zip(sparse_rows.tolist(), all_sparse.tolist(), strict=True))
-        if mode != "dense" and len(all_sparse):
-            top = np.argsort(-all_sparse, kind="stable")[:n]
-            for position in top.tolist():
-                if all_sparse[position] > 0:
-                    candidate_rows[int(sparse_rows[position])] = None
-        rows_list = list(candidate_rows)
+            dense_by_row = {row: score for row, score in
+                            zip(rows[0].tolist(), scores[0].tolist(), strict=True) if row >= 0}
+        all_sparse, sparse_rows = store.sparse_scores(q_sparse)  # rows ascending
+        sparse_top = (sparse_rows[_top_positive(all_sparse, n)] if mode != "dense"
+                      else np.zeros(0, np.int64))
+        rows_list = list(dict.fromkeys([*dense_by_row, *sparse_top.tolist()]))
+        sparse_by_row = _lookup(rows_list, sparse_rows, all_sparse)
         missing_dense = [r for r in rows_list if r not in dense_by_row]
         if missing_dense:
             vectors = store.vectors(missing_dense)
             dense_by_row.update(zip(missing_dense, (vectors @ q_dense).tolist(), strict=True))
         timings["search_s"] = time.perf_counter() - started
 
-        stored = store.get_rows(rows_list)
         colbert_by_row: dict[int, float] = {}
         if mode == "all" and rows_list:
+            stored = store.get_rows(rows_list)  # ColBERT needs every candidate's text
             started = time.perf_counter()
-            colbert_by_row = self._colbert_scores(store, rows_list, stored, query_views.colbert)
+            colbert_by_row = self._colbert_scores(rows_list, stored, query_views.colbert)
             timings["colbert_s"] = time.perf_counter() - started
+        scored = sorted(
+            ((combine(mode, self.weights, dense_by_row.get(row, 0.0), sparse_by_row.get(row, 0.0),
+                      colbert_by_row.get(row)), row) for row in rows_list),
+            reverse=True)[:k]
+        if mode != "all":
+            stored = store.get_rows([row for _score, row in scored])  # only the k shown
 
-        hits = []
-        for row in rows_list:
-            if row not in stored:
-                continue
-            dense, sparse = dense_by_row.get(row, 0.0), sparse_by_row.get(row, 0.0)
-            colbert = colbert_by_row.get(row)
-            chunk = stored[row]
-            hits.append(SearchHit(
-                chunk_id=chunk.chunk_id, text=chunk.text, metadata=chunk.metadata,
-                score=combine(mode, self.weights, dense, sparse, colbert),
-                dense=dense, sparse=sparse, colbert=colbert,
-            ))
-        hits.sort(key=lambda hit: hit.score, reverse=True)
-        return hits[:k]
+        hits = [
+            SearchHit(chunk_id=stored[row].chunk_id, text=stored[row].text,
+                      metadata=stored[row].metadata, score=score,
+                      dense=dense_by_row.get(row, 0.0), sparse=sparse_by_row.get(row, 0.0),
+                      colbert=colbert_by_row.get(row))
+            for score, row in scored if row in stored
+        ]
+        return hits
 
-    def _colbert_scores(self, store: HybridStore, rows: list[int], stored: dict[int, Any],
+    def _colbert_scores(self, rows: list[int], stored: dict[int, Any],
                         query_colbert: list[np.ndarray] | None) -> dict[int, float]:
         assert query_colbert is not None
         texts = [embedding_text_for(str(stored[r].metadata.get("title", "")),
@@ -150,6 +143,26 @@ class HybridRetriever(BaseRetriever):
     def _get_relevant_documents(self, query: str, *,
                                 run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return [hit_to_document(hit) for hit in self.search(query)]
+
+
+def _top_positive(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n highest positive scores, best first (argpartition: no full sort)."""
+    if not len(scores):
+        return np.zeros(0, np.int64)
+    top = np.argpartition(-scores, n - 1)[:n] if len(scores) > n else np.arange(len(scores))
+    top = top[scores[top] > 0]
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+def _lookup(rows: list[int], sorted_rows: np.ndarray, values: np.ndarray) -> dict[int, float]:
+    """values[i] for each row found in the ascending `sorted_rows` (0.0 when absent)."""
+    if not rows or not len(sorted_rows):
+        return {row: 0.0 for row in rows}
+    wanted = np.asarray(rows, np.int64)
+    positions = np.minimum(np.searchsorted(sorted_rows, wanted), len(sorted_rows) - 1)
+    found = sorted_rows[positions] == wanted
+    return {row: float(values[p]) if ok else 0.0
+            for row, p, ok in zip(rows, positions.tolist(), found.tolist(), strict=True)}
 
 
 def hit_to_document(hit: SearchHit) -> Document:
