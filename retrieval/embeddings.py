@@ -80,7 +80,9 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         default_factory=lambda: _env_default("embedding_fp16"),
         description="half precision; None means on for cuda, off for cpu",
     )
-    batch_size: int = Field(default_factory=lambda: _env_default("embedding_batch_size"))
+    batch_size: int | None = Field(
+        default_factory=lambda: _env_default("embedding_batch_size"),
+        description="texts per forward pass; None means 16 on cpu, 64 on cuda")
     passage_max_tokens: int = Field(default_factory=lambda: _env_default("passage_max_tokens"))
     query_max_tokens: int = Field(default_factory=lambda: _env_default("query_max_tokens"))
 
@@ -116,6 +118,13 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         return self._flag_model is not None
 
     @property
+    def batch(self) -> int:
+        """Texts per forward pass: large batches keep a GPU busy; on CPU they only cost memory."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 64 if self.resolved_device.startswith("cuda") else 16
+
+    @property
     def resolved_device(self) -> str:
         if self._device is None:
             self._device = resolve_device(self.device)
@@ -129,7 +138,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
 
         try:
             flag_model = BGEM3FlagModel(
-                str(local_dir), use_fp16=fp16, devices=device, batch_size=self.batch_size,
+                str(local_dir), use_fp16=fp16, devices=device, batch_size=self.batch,
                 query_max_length=self.query_max_tokens, passage_max_length=self.passage_max_tokens,
             )
         except (OSError, ValueError) as error:
@@ -183,8 +192,8 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         sparse: list[SparseWeights] = [{} for _ in texts]
         colbert_vecs: list[np.ndarray] = [np.zeros(0)] * len(texts)
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch_idx = order[start:start + self.batch_size]
+            for start in range(0, len(texts), self.batch):
+                batch_idx = order[start:start + self.batch]
                 batch = pad_with_compat(
                     tokenizer, [inputs[i] for i in batch_idx], padding=True, return_tensors="pt"
                 ).to(device)
@@ -193,10 +202,11 @@ class BGEM3Embeddings(BaseModel, Embeddings):
                 dense_parts.append(out["dense_vecs"].float().cpu().numpy())
                 weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy()
                 ids = batch["input_ids"].cpu().numpy()
-                mask = batch["attention_mask"].cpu().numpy()
-                for row, i in enumerate(batch_idx):
-                    sparse[i] = self._token_weights(weights[row], ids[row])
+                for i, weights_of_text in zip(batch_idx, self._sparse_dicts(weights, ids),
+                                              strict=True):
+                    sparse[i] = weights_of_text
                 if colbert:
+                    mask = batch["attention_mask"].cpu().numpy()
                     vecs = out["colbert_vecs"].float().cpu().numpy()
                     for row, i in enumerate(batch_idx):
                         # drop padding; CLS was already left out by the head
@@ -205,14 +215,55 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         dense[order] = np.concatenate(dense_parts, axis=0)
         return EncodedBatch(dense=dense, sparse=sparse, colbert=colbert_vecs if colbert else None)
 
-    def _token_weights(self, weights: np.ndarray, input_ids: np.ndarray) -> SparseWeights:
-        """Same rule as FlagEmbedding: max weight per token id, specials and zeros dropped."""
-        result: SparseWeights = {}
-        for weight, token_id in zip(weights.tolist(), input_ids.tolist(), strict=True):
-            if (weight > 0 and token_id not in self._unused_token_ids
-                    and weight > result.get(token_id, 0.0)):
-                result[token_id] = weight
-        return result
+    def _sparse_dicts(self, weights: np.ndarray, ids: np.ndarray) -> list[SparseWeights]:
+        """FlagEmbedding's rule for a whole batch: per text, the max weight of each token id,
+        specials and non-positive weights dropped — one sort instead of a Python loop over
+        every token."""
+        unused = np.fromiter(self._unused_token_ids, np.int64)
+        rows, cols = np.nonzero((weights > 0) & ~np.isin(ids, unused))
+        token, weight = ids[rows, cols], weights[rows, cols]
+        # by row, then token id, then weight descending: the first of each (row, token) is max
+        order = np.lexsort((-weight, token, rows))
+        rows, token, weight = rows[order], token[order], weight[order]
+        first = np.ones(len(rows), bool)
+        first[1:] = (rows[1:] != rows[:-1]) | (token[1:] != token[:-1])
+        rows, tokens, values = rows[first], token[first].tolist(), weight[first].tolist()
+        bounds = np.searchsorted(rows, np.arange(weights.shape[0] + 1)).tolist()
+        return [dict(zip(tokens[bounds[r]:bounds[r + 1]], values[bounds[r]:bounds[r + 1]],
+                         strict=True)) for r in range(weights.shape[0])]
+
+    def colbert_scores(self, query_colbert: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """ColBERT scores of passages for a query, computed on the model's device: the
+        passages' token vectors never leave it. Padding is masked out, so a score equals
+        FlagEmbedding's for the pair on its own."""
+        import torch
+        from FlagEmbedding.utils.tokenizer_compat import pad_with_compat
+
+        flag_model = self.flag_model
+        tokenizer, model, device = flag_model.tokenizer, flag_model.model, self.resolved_device
+        texts = list(texts)
+        scores = np.zeros(len(texts), np.float32)
+        if not texts or len(query_colbert) == 0:
+            return scores
+        encoded = tokenizer(texts, truncation=True, max_length=self.passage_max_tokens)
+        inputs = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
+        order = np.argsort([-len(item["input_ids"]) for item in inputs], kind="stable")
+        with torch.inference_mode():
+            query = None
+            for start in range(0, len(texts), self.batch):
+                batch_idx = order[start:start + self.batch]
+                batch = pad_with_compat(tokenizer, [inputs[i] for i in batch_idx],
+                                        padding=True, return_tensors="pt").to(device)
+                vecs = model(batch, return_dense=False, return_sparse=False,
+                             return_colbert_vecs=True)["colbert_vecs"]
+                if query is None:
+                    query = torch.as_tensor(query_colbert, device=device, dtype=vecs.dtype)
+                mask = batch["attention_mask"][:, 1:].bool()
+                similarity = torch.einsum("qd,btd->bqt", query, vecs).float()
+                similarity = similarity.masked_fill(~mask[:, None, :], float("-inf"))
+                best = similarity.max(dim=-1).values.sum(dim=-1) / query.shape[0]
+                scores[batch_idx] = best.cpu().numpy()
+        return scores
 
     def encode_passages(self, texts: Sequence[str], *, colbert: bool = False) -> EncodedBatch:
         return self.encode(texts, max_tokens=self.passage_max_tokens, colbert=colbert)

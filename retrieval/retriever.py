@@ -8,8 +8,9 @@ over the candidates — and is ranked by the weighted mean FlagEmbedding's `comp
 
     dense: d    sparse: s    hybrid: (w0 d + w1 s) / (w0 + w1)    all: (w0 d + w1 s + w2 c) / Σw
 
-ColBERT re-encodes the candidates at query time. On a 2-core CPU the real model encodes about
-one 256-token passage per second, so `all` is the default only where a GPU is present.
+In mode `all` the best `rerank` hybrid candidates are re-encoded at query time and scored with
+ColBERT on the model's device; only they are ranked. On a 2-core CPU the real model encodes
+about one 256-token passage per second, so `all` is the default only where a GPU is present.
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ class HybridRetriever(BaseRetriever):
     weights: list[float] = Field(default_factory=lambda: [0.4, 0.2, 0.4])
     k: int = 5
     candidates: int = 50
+    rerank: int = 20  # mode all: hybrid finalists that get a ColBERT score
 
     @classmethod
     def from_settings(cls, settings: Settings, index: LiveIndex,
                       embeddings: BGEM3Embeddings) -> HybridRetriever:
         return cls(index=index, embeddings=embeddings, mode=default_mode(settings),
                    weights=settings.hybrid_weights, k=settings.top_k,
-                   candidates=settings.candidates)
+                   candidates=settings.candidates, rerank=settings.rerank_candidates)
 
     def search(self, query: str, *, mode: RetrievalMode | None = None, k: int | None = None,
                timings: dict[str, float] | None = None) -> list[SearchHit]:
@@ -106,17 +108,22 @@ class HybridRetriever(BaseRetriever):
             dense_by_row.update(zip(missing_dense, (vectors @ q_dense).tolist(), strict=True))
         timings["search_s"] = time.perf_counter() - started
 
+        def ranked(rows: list[int], colbert: dict[int, float]) -> list[tuple[float, int]]:
+            return sorted(((combine(mode, self.weights, dense_by_row.get(row, 0.0),
+                                    sparse_by_row.get(row, 0.0), colbert.get(row)), row)
+                           for row in rows), reverse=True)
+
         colbert_by_row: dict[int, float] = {}
         if mode == "all" and rows_list:
-            stored = store.get_rows(rows_list)  # ColBERT needs every candidate's text
+            # ColBERT re-encodes candidates: only the best hybrid ones are worth it
+            finalists = [row for _s, row in ranked(rows_list, {})][:max(k, self.rerank)]
+            stored = store.get_rows(finalists)
             started = time.perf_counter()
-            colbert_by_row = self._colbert_scores(rows_list, stored, query_views.colbert)
+            colbert_by_row = self._colbert_scores(finalists, stored, query_views.colbert)
             timings["colbert_s"] = time.perf_counter() - started
-        scored = sorted(
-            ((combine(mode, self.weights, dense_by_row.get(row, 0.0), sparse_by_row.get(row, 0.0),
-                      colbert_by_row.get(row)), row) for row in rows_list),
-            reverse=True)[:k]
-        if mode != "all":
+            scored = ranked(finalists, colbert_by_row)[:k]
+        else:
+            scored = ranked(rows_list, {})[:k]
             stored = store.get_rows([row for _score, row in scored])  # only the k shown
 
         hits = [
@@ -131,14 +138,12 @@ class HybridRetriever(BaseRetriever):
     def _colbert_scores(self, rows: list[int], stored: dict[int, Any],
                         query_colbert: list[np.ndarray] | None) -> dict[int, float]:
         assert query_colbert is not None
+        kept = [r for r in rows if r in stored]
         texts = [embedding_text_for(str(stored[r].metadata.get("title", "")),
                                     list(stored[r].metadata.get("heading_path") or []),
-                                    stored[r].text)
-                 for r in rows if r in stored]
-        kept = [r for r in rows if r in stored]
-        passages = self.embeddings.encode_passages(texts, colbert=True).colbert or []
-        return {row: colbert_score(query_colbert[0], vecs)
-                for row, vecs in zip(kept, passages, strict=True)}
+                                    stored[r].text) for r in kept]
+        scores = self.embeddings.colbert_scores(query_colbert[0], texts)
+        return dict(zip(kept, scores.tolist(), strict=True))
 
     def _get_relevant_documents(self, query: str, *,
                                 run_manager: CallbackManagerForRetrieverRun) -> list[Document]:

@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     embedding_fp16: bool | None = Field(
         None, description="half precision; default: on for cuda, off for cpu"
     )
-    embedding_batch_size: int = Field(16, ge=1)
+    embedding_batch_size: int | None = Field(
+        None, ge=1, description="texts per forward pass; default: 16 on cpu, 64 on cuda")
     passage_max_tokens: int = Field(512, ge=16, le=8192)
     query_max_tokens: int = Field(128, ge=8, le=8192)
 
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     )
     top_k: int = Field(5, ge=1)
     candidates: int = Field(50, ge=1, description="dense top-N and sparse top-N before rescoring")
+    rerank_candidates: int = Field(
+        20, ge=1, description="mode all: the best N hybrid candidates get a ColBERT score")
     min_score: float = Field(
         0.0, description="hits whose combined score is below this count as 'nothing relevant'"
     )

@@ -159,3 +159,16 @@ class TestBGEM3EmbeddingsStandardIntegration(EmbeddingsIntegrationTests):
     @property
     def embedding_model_params(self) -> dict:
         return {"model_name_or_path": self._path, "device": "cpu"}
+
+
+def test_colbert_scores_on_device_equal_the_per_pair_definition(
+        embeddings: BGEM3Embeddings) -> None:
+    from retrieval.retriever import colbert_score
+
+    query = embeddings.encode_query("経費精算の締め切り", colbert=True).colbert
+    assert query is not None
+    passages = embeddings.encode_passages(TEXTS, colbert=True).colbert
+    assert passages is not None
+    expected = [colbert_score(query[0], vecs) for vecs in passages]
+    # batched with padding (TEXTS differ in length): padding must not change any score
+    np.testing.assert_allclose(embeddings.colbert_scores(query[0], TEXTS), expected, atol=1e-5)
