@@ -166,10 +166,11 @@ class LiveIndex:
 
     @property
     def version(self) -> str | None:
-        with contextlib.suppress(IndexMissing):
-            self.store()
-        return self._version
+        """The version being published (CURRENT); answers switch to it on their next search."""
+        return self.layout.current_version()
 
     def manifest(self) -> dict[str, Any] | None:
+        """Reads only the small manifest file: cheap enough for a slash-command ack even when
+        opening the index itself would take seconds."""
         version = self.version
         return self.layout.manifest(version) if version else None
