@@ -83,6 +83,10 @@ class BGEM3Embeddings(BaseModel, Embeddings):
     batch_size: int | None = Field(
         default_factory=lambda: _env_default("embedding_batch_size"),
         description="texts per forward pass; None means 16 on cpu, 64 on cuda")
+    cpu_threads: int | None = Field(
+        default_factory=lambda: _env_default("embedding_cpu_threads"),
+        description="torch CPU threads (process-wide); a busy bot host often does better "
+                    "with fewer than all cores")
     passage_max_tokens: int = Field(default_factory=lambda: _env_default("passage_max_tokens"))
     query_max_tokens: int = Field(default_factory=lambda: _env_default("query_max_tokens"))
 
@@ -98,6 +102,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
             device=settings.embedding_device,
             use_fp16=settings.embedding_fp16,
             batch_size=settings.embedding_batch_size,
+            cpu_threads=settings.embedding_cpu_threads,
             passage_max_tokens=settings.passage_max_tokens,
             query_max_tokens=settings.query_max_tokens,
         )
@@ -135,6 +140,11 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         fp16 = device.startswith("cuda") if self.use_fp16 is None else self.use_fp16
         local_dir = locate_checkpoint(self.model_name_or_path)
         from FlagEmbedding import BGEM3FlagModel  # ~5 s import: only when a model is needed
+
+        if self.cpu_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.cpu_threads)
 
         try:
             flag_model = BGEM3FlagModel(

@@ -18,7 +18,13 @@ from retrieval.chunking import Chunk, chunk_source
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.loaders import SourceFile, hash_file, iter_source_paths, load_path
 from retrieval.settings import Settings
-from retrieval.store import DENSE_FILE, DOCSTORE_FILE, FileRecord, HybridStore
+from retrieval.store import (
+    DENSE_FILE,
+    DOCSTORE_FILE,
+    FileRecord,
+    HybridStore,
+    read_file_records,
+)
 from retrieval.versions import IndexLayout
 
 logger = logging.getLogger(__name__)
@@ -107,11 +113,7 @@ class Indexer:
         reuse = current is not None and not full and self._compatible(current)
         if reuse:
             assert current is not None
-            old = self._open(current)
-            try:
-                previous = old.files()
-            finally:
-                old.close()
+            previous = read_file_records(self.layout.version_dir(current))
         changed = [key for key, (_p, h) in hashes.items()
                    if key not in previous or previous[key].file_hash != h]
         summary.unchanged = sorted(k for k in hashes if k not in changed)
@@ -199,10 +201,6 @@ class Indexer:
         return (manifest.get("model") == self.settings.embedding_model
                 and manifest.get("chunk_size") == self.settings.chunk_size
                 and manifest.get("chunk_overlap") == self.settings.chunk_overlap)
-
-    def _open(self, version: str) -> HybridStore:
-        dim = int(self.layout.manifest(version)["dim"])
-        return HybridStore(self.layout.version_dir(version), dim, device="cpu", read_only=True)
 
     def _count(self, version: str) -> int:
         return int(self.layout.manifest(version).get("chunks", 0))

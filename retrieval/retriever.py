@@ -97,11 +97,13 @@ class HybridRetriever(BaseRetriever):
             scores, rows = store.search_dense(q_dense[None, :], n)
             dense_by_row = {row: score for row, score in
                             zip(rows[0].tolist(), scores[0].tolist(), strict=True) if row >= 0}
-        all_sparse, sparse_rows = store.sparse_scores(q_sparse)  # rows ascending
-        sparse_top = (sparse_rows[_top_positive(all_sparse, n)] if mode != "dense"
-                      else np.zeros(0, np.int64))
-        rows_list = list(dict.fromkeys([*dense_by_row, *sparse_top.tolist()]))
-        sparse_by_row = _lookup(rows_list, sparse_rows, all_sparse)
+        if mode == "dense":  # lexical scores would not change the ranking
+            rows_list, sparse_by_row = list(dense_by_row), {}
+        else:
+            all_sparse, sparse_rows = store.sparse_scores(q_sparse)  # rows ascending
+            sparse_top = sparse_rows[_top_positive(all_sparse, n)]
+            rows_list = list(dict.fromkeys([*dense_by_row, *sparse_top.tolist()]))
+            sparse_by_row = _lookup(rows_list, sparse_rows, all_sparse)
         missing_dense = [r for r in rows_list if r not in dense_by_row]
         if missing_dense:
             vectors = store.vectors(missing_dense)
@@ -129,7 +131,7 @@ class HybridRetriever(BaseRetriever):
         hits = [
             SearchHit(chunk_id=stored[row].chunk_id, text=stored[row].text,
                       metadata=stored[row].metadata, score=score,
-                      dense=dense_by_row.get(row, 0.0), sparse=sparse_by_row.get(row, 0.0),
+                      dense=dense_by_row.get(row, 0.0), sparse=sparse_by_row.get(row),
                       colbert=colbert_by_row.get(row))
             for score, row in scored if row in stored
         ]

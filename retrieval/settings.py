@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     )
     embedding_batch_size: int | None = Field(
         None, ge=1, description="texts per forward pass; default: 16 on cpu, 64 on cuda")
+    embedding_cpu_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads; default: torch's choice (all cores)")
     passage_max_tokens: int = Field(512, ge=16, le=8192)
     query_max_tokens: int = Field(128, ge=8, le=8192)
 

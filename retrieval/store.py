@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -78,6 +79,22 @@ class FileRecord:
     indexed_at: float
 
 
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def read_file_records(folder: Path) -> dict[str, FileRecord]:
+    """The `files` table of a version, without loading its vectors or sparse matrix (an
+    incremental index run needs only this)."""
+    path = Path(folder) / DOCSTORE_FILE
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {row[0]: FileRecord(*row) for row in db.execute("SELECT * FROM files")}
+    finally:
+        db.close()
+
+
 def faiss_has_gpu() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
@@ -119,6 +136,9 @@ class HybridStore:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         else:
             db = sqlite3.connect(str(path), check_same_thread=False)
+            # A store is written only while a version is built; a crashed build is thrown
+            # away, so per-commit fsyncs buy nothing. `save()` syncs the finished file once.
+            db.execute("PRAGMA synchronous=OFF")
             db.executescript(_SCHEMA)
         return db
 
@@ -243,6 +263,9 @@ class HybridStore:
                 np.savez(handle, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr,
                          shape=np.asarray(matrix.shape), rows=self._sparse_rows)
             (self.folder / (SPARSE_FILE + ".tmp")).replace(self.folder / SPARSE_FILE)
+            if not self.read_only:
+                self._db.commit()
+                _fsync(self.folder / DOCSTORE_FILE)
             self._sync_gpu()
 
     def close(self) -> None:

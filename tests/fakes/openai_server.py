@@ -125,6 +125,7 @@ def _count_tokens(text: str) -> int:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # small SSE writes must not wait ~40 ms for delayed ACKs
     protocol_version = "HTTP/1.1"
     server: _Server
 
