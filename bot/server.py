@@ -54,10 +54,15 @@ class HttpServer:
         self.host = host
         self.port = int(self._server.effective_port)  # type: ignore[union-attr]
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     def serve_forever(self) -> None:
         logger.info("listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
-        self._server.run()
+        try:
+            self._server.run()
+        except OSError:
+            if not self._stopping:  # closing the socket under a running loop ends it this way
+                raise
 
     def start(self) -> HttpServer:
         self._thread = threading.Thread(target=self.serve_forever, daemon=True,
@@ -66,6 +71,7 @@ class HttpServer:
         return self
 
     def stop(self) -> None:
+        self._stopping = True
         self._server.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
