@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
+
+from tests.fakes.lifecycle import BackgroundServer
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ class _Server(ThreadingHTTPServer):
         logger.debug("fake openai: error while serving %s", client_address, exc_info=True)
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(BackgroundServer):
     """An OpenAI-compatible `/v1/chat/completions` endpoint on an ephemeral 127.0.0.1 port.
 
     Use as a context manager, or call `start()`/`stop()`. If `api_key` is given, requests that
@@ -371,17 +372,6 @@ class FakeOpenAIServer:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.lifecycle import BackgroundServer
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class _Server(ThreadingHTTPServer):
 MethodHandler = Callable[[SlackCall], dict[str, Any]]
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(BackgroundServer):
     """Slack's Web API on an ephemeral 127.0.0.1 port; context manager or `start()`/`stop()`."""
 
     def __init__(self) -> None:
@@ -215,17 +216,6 @@ class FakeSlackAPI:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -14,18 +14,19 @@ import json
 import logging
 import threading
 import uuid
-from types import TracebackType
 from typing import Any, Literal, Self
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
+
+from tests.fakes.lifecycle import BackgroundServer
 
 logger = logging.getLogger(__name__)
 
 EnvelopeType = Literal["events_api", "slash_commands", "interactive"]
 
 
-class FakeSocketModeServer:
+class FakeSocketModeServer(BackgroundServer):
     """Slack's Socket Mode server side; context manager or `start()`/`stop()`."""
 
     def __init__(self, app_id: str = "A1") -> None:
@@ -61,17 +62,6 @@ class FakeSocketModeServer:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
