@@ -201,7 +201,12 @@ def demo(
         serve()
         return
     console.print(f"[bold]indexing[/] {settings.docs_dir} → {settings.index_dir}")
-    index(paths=None, full=False, as_json=False)
+    try:
+        index(paths=None, full=False, as_json=False)
+    except typer.Exit:
+        err.print("hint: without bge-m3 weights, `make demo-offline` runs the same pipeline "
+                  "with a random-weight model (answers are meaningless, the rest is real).")
+        raise
     console.print(f"\n[bold]question:[/] {question}\n")
     ask(question, mode=None, as_json=False)
 
