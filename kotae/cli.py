@@ -152,30 +152,35 @@ def ask(
             "timings": answer.timings,
         }, ensure_ascii=False))
         return
-    _print_answer(answer)
+    _print_answer(answer, text_shown=True)
 
 
 def _stream_answer(service, question: str, mode):  # type: ignore[no-untyped-def]
-    """Print tokens as they arrive; return the final Answer."""
+    """Show the answer growing as it is written, then the final text in its place (markers
+    renumbered, invented ones removed); return the final Answer."""
+    from rich.live import Live
+    from rich.text import Text
+
     from retrieval.types import Answer
 
-    streamed = False
-    for event in service.stream(question, mode=mode):
-        if isinstance(event, Answer):
-            if streamed:
-                console.print()
-            event.__dict__["_streamed"] = streamed and event.kind == "answer"
-            return event
-        streamed = True
-        console.print(event, end="", markup=False, highlight=False)
+    written = ""
+    with Live(Text(""), console=console, auto_refresh=False) as live:
+        for event in service.stream(question, mode=mode):
+            if isinstance(event, Answer):
+                live.update(Text(event.text), refresh=True)
+                return event
+            written += event
+            live.update(Text(written), refresh=True)
     raise RuntimeError("the answer chain ended without an answer")
 
 
-def _print_answer(answer) -> None:  # type: ignore[no-untyped-def]
+def _print_answer(answer, *, text_shown: bool = False) -> None:  # type: ignore[no-untyped-def]
+    if not text_shown:
+        console.print(answer.text, markup=False, highlight=False)
+    elif not console.is_terminal:
+        console.line()  # Live leaves a non-terminal mid-line
     if answer.notice:
         err.print(f"[yellow]{answer.notice}[/]")
-    if not answer.__dict__.get("_streamed"):
-        console.print(answer.text, markup=False, highlight=False)
     if answer.citations:
         cited = any(c.cited for c in answer.citations)
         console.print()

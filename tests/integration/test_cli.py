@@ -69,7 +69,7 @@ def test_ask_answers_with_citations_from_the_fake_server(
     assert kotae("index", str(sample_docs), env=env).returncode == 0
     env = {**env, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.base_url,
            "KOTAE_RETRIEVAL_MODE": "sparse"}
-    fake_openai.push(Reply(text="毎月25日です [1]。"), Reply(text="Every Monday at 10:00 JST [1]."))
+    fake_openai.push(Reply(text="毎月25日です [1]。"), Reply(text="Every Monday at 10:00 JST [2]."))
 
     japanese = kotae("ask", "経費精算の締め切りはいつですか？", "--json", env=env)
     assert japanese.returncode == 0, japanese.stderr
@@ -83,8 +83,11 @@ def test_ask_answers_with_citations_from_the_fake_server(
 
     english = kotae("ask", "When is the on-call handoff?", env=env)
     assert english.returncode == 0, english.stderr
-    assert "Every Monday at 10:00 JST [1]." in english.stdout
-    assert "[1] On-call runbook" in english.stdout and "oncall-runbook.md" in english.stdout
+    # the final text replaces the streamed one: the model's [2] is shown as [1]
+    assert "Every Monday at 10:00 JST [1]." in english.stdout and "JST [2]" not in english.stdout
+    second = re.search(r'<source id="2" [^>]*path="([^"]*)"',
+                       fake_openai.requests[1].messages[0]["content"])
+    assert second and "[1] " in english.stdout and second.group(1) in english.stdout
     assert fake_openai.requests[0].api_key == "sk-test"
     assert "sk-test" not in english.stdout + english.stderr
 
