@@ -92,6 +92,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
 
     _flag_model: Any = PrivateAttr(default=None)
     _load_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _tokenizer_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _device: str | None = PrivateAttr(default=None)
     _unused_token_ids: frozenset[int] = PrivateAttr(default=frozenset())
 
@@ -184,10 +185,8 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         pad per batch) minus its batch-size probe, so results are identical.
         """
         import torch
-        from FlagEmbedding.utils.tokenizer_compat import pad_with_compat
 
-        flag_model = self.flag_model
-        tokenizer, model = flag_model.tokenizer, flag_model.model
+        model = self.flag_model.model
         device = self.resolved_device
         max_length = max_tokens or self.passage_max_tokens
         texts = list(texts)
@@ -195,8 +194,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
             return EncodedBatch(np.zeros((0, self.dimension), np.float32), [],
                                 [] if colbert else None)
 
-        encoded = tokenizer(texts, truncation=True, max_length=max_length)
-        inputs = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
+        inputs = self._tokenize(texts, max_length)
         order = np.argsort([-len(item["input_ids"]) for item in inputs], kind="stable")
         dense_parts: list[np.ndarray] = []
         sparse: list[SparseWeights] = [{} for _ in texts]
@@ -204,9 +202,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch):
                 batch_idx = order[start:start + self.batch]
-                batch = pad_with_compat(
-                    tokenizer, [inputs[i] for i in batch_idx], padding=True, return_tensors="pt"
-                ).to(device)
+                batch = self._pad([inputs[i] for i in batch_idx]).to(device)
                 out = model(batch, return_dense=True, return_sparse=True,
                             return_colbert_vecs=colbert)
                 dense_parts.append(out["dense_vecs"].float().cpu().numpy())
@@ -247,23 +243,19 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         passages' token vectors never leave it. Padding is masked out, so a score equals
         FlagEmbedding's for the pair on its own."""
         import torch
-        from FlagEmbedding.utils.tokenizer_compat import pad_with_compat
 
-        flag_model = self.flag_model
-        tokenizer, model, device = flag_model.tokenizer, flag_model.model, self.resolved_device
+        model, device = self.flag_model.model, self.resolved_device
         texts = list(texts)
         scores = np.zeros(len(texts), np.float32)
         if not texts or len(query_colbert) == 0:
             return scores
-        encoded = tokenizer(texts, truncation=True, max_length=self.passage_max_tokens)
-        inputs = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
+        inputs = self._tokenize(texts, self.passage_max_tokens)
         order = np.argsort([-len(item["input_ids"]) for item in inputs], kind="stable")
         with torch.inference_mode():
             query = None
             for start in range(0, len(texts), self.batch):
                 batch_idx = order[start:start + self.batch]
-                batch = pad_with_compat(tokenizer, [inputs[i] for i in batch_idx],
-                                        padding=True, return_tensors="pt").to(device)
+                batch = self._pad([inputs[i] for i in batch_idx]).to(device)
                 vecs = model(batch, return_dense=False, return_sparse=False,
                              return_colbert_vecs=True)["colbert_vecs"]
                 if query is None:
@@ -287,7 +279,26 @@ class BGEM3Embeddings(BaseModel, Embeddings):
 
     def token_length(self, text: str) -> int:
         """Tokens of `text` as bge-m3 counts them (no special tokens): for chunk sizes, budgets."""
-        return len(self.flag_model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        tokenizer = self.flag_model.tokenizer
+        with self._tokenizer_lock:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _pad(self, inputs: list[dict[str, list[int]]]) -> Any:
+        from FlagEmbedding.utils.tokenizer_compat import pad_with_compat
+
+        with self._tokenizer_lock:
+            return pad_with_compat(self.flag_model.tokenizer, inputs, padding=True,
+                                   return_tensors="pt")
+
+    def _tokenize(self, texts: list[str], max_length: int) -> list[dict[str, list[int]]]:
+        """Unpadded encodings, one dict per text. Serialised: a fast tokenizer changes its
+        truncation settings in place when max_length differs between calls, and threads doing
+        that at once (a reindex beside live queries) can fail with "Already borrowed" (a known
+        `tokenizers` issue; not reproduced here, and cheap to rule out)."""
+        tokenizer = self.flag_model.tokenizer
+        with self._tokenizer_lock:
+            encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        return [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
 
     # --- LangChain Embeddings --------------------------------------------------------------------
 

@@ -172,3 +172,30 @@ def test_colbert_scores_on_device_equal_the_per_pair_definition(
     expected = [colbert_score(query[0], vecs) for vecs in passages]
     # batched with padding (TEXTS differ in length): padding must not change any score
     np.testing.assert_allclose(embeddings.colbert_scores(query[0], TEXTS), expected, atol=1e-5)
+
+
+def test_concurrent_queries_and_passages_share_the_tokenizer_safely(
+        embeddings: BGEM3Embeddings) -> None:
+    """A reindex (passage length) beside live queries (query length) in other threads."""
+    expected_query = embeddings.encode_query("経費精算の締め切り").dense[0]
+    expected_passages = embeddings.encode_passages(TEXTS).dense
+    failures: list[str] = []
+
+    def worker(number: int) -> None:
+        for _ in range(15):
+            try:
+                if number % 2:
+                    got = embeddings.encode_query("経費精算の締め切り").dense[0]
+                    np.testing.assert_allclose(got, expected_query, atol=1e-5)
+                else:
+                    got = embeddings.encode_passages(TEXTS).dense
+                    np.testing.assert_allclose(got, expected_passages, atol=1e-5)
+            except Exception as error:  # collected and reported below
+                failures.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
