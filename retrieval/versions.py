@@ -157,12 +157,10 @@ class LiveIndex:
         manifest = self.layout.manifest(version)
         store = HybridStore(self.layout.version_dir(version), int(manifest["dim"]),
                             device=self._device, gpu_fp16=self._gpu_fp16, read_only=True)
-        previous, self._store, self._version = self._store, store, version
+        # The previous store is not closed: searches still running on it hold their own
+        # references, and it is garbage-collected once they finish.
+        self._store, self._version = store, version
         logger.info("serving index version %s (%d chunks)", version, store.count)
-        if previous is not None:
-            # Searches still running on it hold their own references; closing only the DB
-            # would break them, so let it be garbage-collected instead.
-            del previous
 
     @property
     def version(self) -> str | None:
