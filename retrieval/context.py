@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from retrieval.types import SearchHit
 
 MIN_TRIMMED_TOKENS = 40  # a source trimmed below this is not worth its place
+TRIM_MARKER = " …"  # ends a trimmed source, so the model knows the passage goes on
 
 
 @dataclass
@@ -39,15 +40,16 @@ def pack_sources(hits: list[SearchHit], budget_tokens: int,
 
 
 def _trim_to_tokens(text: str, max_tokens: int, token_length: Callable[[str], int]) -> str:
-    """Longest prefix within `max_tokens` (binary search over characters) plus an ellipsis."""
+    """Longest prefix that, with the trim marker, fits `max_tokens` (binary search over
+    characters): the marker counts against the budget too."""
     low, high = 0, len(text)
     while low < high:
         middle = (low + high + 1) // 2
-        if token_length(text[:middle]) <= max_tokens:
+        if token_length(text[:middle].rstrip() + TRIM_MARKER) <= max_tokens:
             low = middle
         else:
             high = middle - 1
-    return text[:low].rstrip() + " …"
+    return text[:low].rstrip() + TRIM_MARKER
 
 
 def format_sources(packed: list[PackedSource]) -> str:
