@@ -6,13 +6,16 @@ import re
 
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
 _HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
+# A word of running English, not an acronym: "VPN接続方法" is a Japanese question.
+_ENGLISH_WORD = re.compile(r"[A-Za-z]*[a-z][A-Za-z]*")
 
 
 def detect_language(text: str) -> str:
-    """'ja' when the text has kana, or Han characters without Latin words; else 'en'."""
+    """'ja' when the text has kana, or Han characters without English words (acronyms such as
+    VPN or PDF do not count); else 'en'."""
     if _KANA.search(text):
         return "ja"
-    if _HAN.search(text) and not re.search(r"[A-Za-z]{3,}", text):
+    if _HAN.search(text) and not any(len(word) >= 3 for word in _ENGLISH_WORD.findall(text)):
         return "ja"
     return "en"
 
