@@ -19,3 +19,8 @@ class IndexLocked(KotaeError):
 
 class LLMUnavailable(KotaeError):
     """The chat model failed after its retries (timeout, 5xx, 429) or is not configured."""
+
+
+class PromptInvalid(KotaeError):
+    """A prompt file cannot be used: a required placeholder is missing, an unknown one is
+    present, or a brace is unbalanced."""
