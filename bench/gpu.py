@@ -1211,23 +1211,16 @@ def sparse_scores(matrix: Any, query: dict[int, float]) -> np.ndarray:
 def product_merge(scores: np.ndarray, rows: np.ndarray, all_sparse: np.ndarray,
                   sparse_rows: np.ndarray, n: int, vectors: np.ndarray, q_dense: np.ndarray,
                   weights: list[float], mode: Any) -> list[int]:
-    """HybridRetriever.search between the dense search and its `search_s` timing, with the
-    retriever's own helpers (so a change there is measured here), then its ranking of the
-    candidates by `combine`. Returns the candidate rows, best first."""
-    from retrieval.retriever import _lookup, _top_positive, combine
+    """HybridRetriever.search between the dense search and its `search_s` timing — the
+    retriever's own `merge_candidates`, so a change there is measured here — then its ranking
+    of the candidates. Returns the candidate rows, best first."""
+    from retrieval.retriever import merge_candidates
 
-    dense_by_row = {row: score for row, score in
-                    zip(rows.tolist(), scores.tolist(), strict=True) if row >= 0}
-    sparse_top = sparse_rows[_top_positive(all_sparse, n)]
-    rows_list = list(dict.fromkeys([*dense_by_row, *sparse_top.tolist()]))
-    sparse_by_row = _lookup(rows_list, sparse_rows, all_sparse)
-    missing = [r for r in rows_list if r not in dense_by_row]
-    if missing:  # the store reconstructs them from the CPU index; here, the same vectors
-        dense_by_row.update(zip(missing, (vectors[missing] @ q_dense).tolist(), strict=True))
-    ranked = sorted(((combine(mode, weights, dense_by_row.get(row, 0.0),
-                              sparse_by_row.get(row, 0.0), None), row) for row in rows_list),
-                    reverse=True)
-    return [row for _score, row in ranked]
+    # the store reconstructs missing vectors from the CPU index; here, the same vectors
+    candidates = merge_candidates(scores, rows, all_sparse, sparse_rows, n,
+                                  lambda wanted: vectors[wanted], q_dense)
+    order, _scores = candidates.ranked(mode, weights)
+    return candidates.rows[order].tolist()
 
 
 def colbert_on_device(embeddings: Any, query_colbert: np.ndarray, texts: Sequence[str],

@@ -15,7 +15,12 @@ about one 256-token passage per second, so `all` is the default only where a GPU
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,9 +31,23 @@ from pydantic import ConfigDict, Field
 
 from retrieval.chunking import embedding_text_for
 from retrieval.embeddings import BGEM3Embeddings, cuda_available
+from retrieval.errors import IndexMissing
 from retrieval.settings import Settings
 from retrieval.types import RetrievalMode, SearchHit
 from retrieval.versions import LiveIndex
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _search_pool() -> ThreadPoolExecutor:
+    """Threads for dense searches, shared by every retriever of the process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1),
+                                       thread_name_prefix="kotae-dense-search")
+        return _pool
 
 
 def default_mode(settings: Settings) -> RetrievalMode:
@@ -44,8 +63,9 @@ def colbert_score(query_vecs: np.ndarray, passage_vecs: np.ndarray) -> float:
     return float((query_vecs @ passage_vecs.T).max(axis=1).sum() / len(query_vecs))
 
 
-def combine(mode: RetrievalMode, weights: list[float], dense: float, sparse: float,
-            colbert: float | None) -> float:
+def combine(mode: RetrievalMode, weights: list[float], dense: np.ndarray, sparse: np.ndarray,
+            colbert: np.ndarray | None) -> np.ndarray:
+    """Combined scores, element-wise over candidates (FlagEmbedding's weighted mean)."""
     w_dense, w_sparse, w_colbert = weights
     if mode == "dense":
         return dense
@@ -54,6 +74,50 @@ def combine(mode: RetrievalMode, weights: list[float], dense: float, sparse: flo
     if mode == "hybrid" or colbert is None:
         return (w_dense * dense + w_sparse * sparse) / (w_dense + w_sparse)
     return (w_dense * dense + w_sparse * sparse + w_colbert * colbert) / sum(weights)
+
+
+@dataclass
+class Candidates:
+    """Rows found by the dense and/or lexical search, each with both scores."""
+
+    rows: np.ndarray  # int64, ascending, unique
+    dense: np.ndarray  # float64 cosine similarity of each row
+    sparse: np.ndarray  # float64 lexical score of each row (0.0 in mode dense: not computed)
+
+    def ranked(self, mode: RetrievalMode, weights: list[float],
+               colbert: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, combined scores), best first; ties go to the higher row id."""
+        scores = combine(mode, weights, self.dense, self.sparse, colbert)
+        order = np.lexsort((self.rows, scores))[::-1]
+        return order, scores[order]
+
+    def take(self, positions: np.ndarray) -> Candidates:
+        return Candidates(self.rows[positions], self.dense[positions], self.sparse[positions])
+
+
+def merge_candidates(dense_scores: np.ndarray | None, dense_rows: np.ndarray | None,
+                     sparse_scores: np.ndarray | None, sparse_rows: np.ndarray | None, n: int,
+                     vectors: Callable[[np.ndarray], np.ndarray],
+                     q_dense: np.ndarray) -> Candidates:
+    """The union of the dense top-n (FAISS results) and the lexical top-n, with each
+    candidate's dense and sparse score. A lexical candidate's dense score comes from its stored
+    vector (`vectors(rows)`), a dense candidate's sparse score from the full lexical scores."""
+    dense_rows = np.zeros(0, np.int64) if dense_rows is None else dense_rows
+    dense_scores = np.zeros(0, np.float32) if dense_scores is None else dense_scores
+    found = dense_rows >= 0
+    dense_rows, dense_scores = dense_rows[found], dense_scores[found]
+    lexical_top = (np.zeros(0, np.int64) if sparse_scores is None or sparse_rows is None
+                   else sparse_rows[_top_positive(sparse_scores, n)])
+    rows = np.union1d(dense_rows, lexical_top).astype(np.int64)
+    dense = np.zeros(len(rows))
+    have_dense = np.zeros(len(rows), bool)
+    positions = np.searchsorted(rows, dense_rows)
+    dense[positions], have_dense[positions] = dense_scores, True
+    if not have_dense.all():
+        dense[~have_dense] = vectors(rows[~have_dense]) @ q_dense
+    sparse = (np.zeros(len(rows)) if sparse_scores is None or sparse_rows is None
+              else _lookup(rows, sparse_rows, sparse_scores))
+    return Candidates(rows, dense, sparse)
 
 
 class HybridRetriever(BaseRetriever):
@@ -78,13 +142,15 @@ class HybridRetriever(BaseRetriever):
 
     def search(self, query: str, *, mode: RetrievalMode | None = None, k: int | None = None,
                timings: dict[str, float] | None = None) -> list[SearchHit]:
-        """Ranked hits for `query`; raises IndexMissing when there is no index."""
+        """Ranked hits for `query`; raises IndexMissing when there is no index or it is empty."""
         mode = mode or self.mode
         k = k or self.k
         timings = timings if timings is not None else {}
         store = self.index.store()
         if store.count == 0:
-            return []
+            raise IndexMissing(
+                "The index holds no documents. Put documents in KOTAE_DOCS_DIR (or pass their "
+                "folders) and run `kotae index` (or `/kotae reindex` in Slack, for admins).")
         started = time.perf_counter()
         query_views = self.embeddings.encode_query(query, colbert=mode == "all")
         timings["embed_query_s"] = time.perf_counter() - started
@@ -92,60 +158,60 @@ class HybridRetriever(BaseRetriever):
         started = time.perf_counter()
         q_dense, q_sparse = query_views.dense[0], query_views.sparse[0]
         n = max(k, self.candidates)
-        dense_by_row: dict[int, float] = {}
+        dense_search: Future[tuple[np.ndarray, np.ndarray]] | None = None
         if mode != "sparse":
-            scores, rows = store.search_dense(q_dense[None, :], n)
-            dense_by_row = {row: score for row, score in
-                            zip(rows[0].tolist(), scores[0].tolist(), strict=True) if row >= 0}
-        if mode == "dense":  # lexical scores would not change the ranking
-            rows_list, sparse_by_row = list(dense_by_row), {}
-        else:
-            all_sparse, sparse_rows = store.sparse_scores(q_sparse)  # rows ascending
-            sparse_top = sparse_rows[_top_positive(all_sparse, n)]
-            rows_list = list(dict.fromkeys([*dense_by_row, *sparse_top.tolist()]))
-            sparse_by_row = _lookup(rows_list, sparse_rows, all_sparse)
-        missing_dense = [r for r in rows_list if r not in dense_by_row]
-        if missing_dense:
-            vectors = store.vectors(missing_dense)
-            dense_by_row.update(zip(missing_dense, (vectors @ q_dense).tolist(), strict=True))
+            # FAISS releases the GIL: the lexical side runs on this thread meanwhile
+            dense_search = _search_pool().submit(store.search_dense, q_dense[None, :], n)
+        sparse_scores = sparse_rows = None
+        if mode != "dense":  # in mode dense, lexical scores would not change the ranking
+            sparse_scores, sparse_rows = store.sparse_scores(q_sparse)
+        dense_scores = dense_rows = None
+        if dense_search is not None:
+            scores, rows = dense_search.result()
+            dense_scores, dense_rows = scores[0], rows[0]
+        candidates = merge_candidates(dense_scores, dense_rows, sparse_scores, sparse_rows, n,
+                                      store.vectors, q_dense)
         timings["search_s"] = time.perf_counter() - started
 
-        def ranked(rows: list[int], colbert: dict[int, float]) -> list[tuple[float, int]]:
-            return sorted(((combine(mode, self.weights, dense_by_row.get(row, 0.0),
-                                    sparse_by_row.get(row, 0.0), colbert.get(row)), row)
-                           for row in rows), reverse=True)
-
-        colbert_by_row: dict[int, float] = {}
-        if mode == "all" and rows_list:
+        colbert: np.ndarray | None = None
+        order, scores = candidates.ranked(mode, self.weights)
+        if mode == "all" and len(order):
             # ColBERT re-encodes candidates: only the best hybrid ones are worth it
-            finalists = [row for _s, row in ranked(rows_list, {})][:max(k, self.rerank)]
-            stored = store.get_rows(finalists)
+            candidates = candidates.take(order[:max(k, self.rerank)])
+            stored = store.get_rows(candidates.rows.tolist())
             started = time.perf_counter()
-            colbert_by_row = self._colbert_scores(finalists, stored, query_views.colbert)
+            colbert = self._colbert_scores(candidates.rows.tolist(), stored,
+                                           query_views.colbert)
             timings["colbert_s"] = time.perf_counter() - started
-            scored = ranked(finalists, colbert_by_row)[:k]
-        else:
-            scored = ranked(rows_list, {})[:k]
-            stored = store.get_rows([row for _score, row in scored])  # only the k shown
+            order, scores = candidates.ranked(mode, self.weights, colbert)
+        order, scores = order[:k], scores[:k]
+        if colbert is None:
+            stored = store.get_rows(candidates.rows[order].tolist())  # only the k shown
 
-        hits = [
-            SearchHit(chunk_id=stored[row].chunk_id, text=stored[row].text,
-                      metadata=stored[row].metadata, score=score,
-                      dense=dense_by_row.get(row, 0.0), sparse=sparse_by_row.get(row),
-                      colbert=colbert_by_row.get(row))
-            for score, row in scored if row in stored
-        ]
+        hits = []
+        for position, score in zip(order.tolist(), scores.tolist(), strict=True):
+            row = int(candidates.rows[position])
+            if row not in stored:
+                continue
+            hits.append(SearchHit(
+                chunk_id=stored[row].chunk_id, text=stored[row].text,
+                metadata=stored[row].metadata, score=score,
+                dense=float(candidates.dense[position]),
+                sparse=None if mode == "dense" else float(candidates.sparse[position]),
+                colbert=None if colbert is None else float(colbert[position])))
         return hits
 
     def _colbert_scores(self, rows: list[int], stored: dict[int, Any],
-                        query_colbert: list[np.ndarray] | None) -> dict[int, float]:
+                        query_colbert: list[np.ndarray] | None) -> np.ndarray:
+        """ColBERT score of each row (0.0 for a row gone from the docstore)."""
         assert query_colbert is not None
-        kept = [r for r in rows if r in stored]
-        texts = [embedding_text_for(str(stored[r].metadata.get("title", "")),
-                                    list(stored[r].metadata.get("heading_path") or []),
-                                    stored[r].text) for r in kept]
-        scores = self.embeddings.colbert_scores(query_colbert[0], texts)
-        return dict(zip(kept, scores.tolist(), strict=True))
+        kept = [i for i, r in enumerate(rows) if r in stored]
+        texts = [embedding_text_for(str(stored[rows[i]].metadata.get("title", "")),
+                                    list(stored[rows[i]].metadata.get("heading_path") or []),
+                                    stored[rows[i]].text) for i in kept]
+        scores = np.zeros(len(rows))
+        scores[kept] = self.embeddings.colbert_scores(query_colbert[0], texts)
+        return scores
 
     def _get_relevant_documents(self, query: str, *,
                                 run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
@@ -161,15 +227,12 @@ def _top_positive(scores: np.ndarray, n: int) -> np.ndarray:
     return top[np.argsort(-scores[top], kind="stable")]
 
 
-def _lookup(rows: list[int], sorted_rows: np.ndarray, values: np.ndarray) -> dict[int, float]:
+def _lookup(rows: np.ndarray, sorted_rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     """values[i] for each row found in the ascending `sorted_rows` (0.0 when absent)."""
-    if not rows or not len(sorted_rows):
-        return {row: 0.0 for row in rows}
-    wanted = np.asarray(rows, np.int64)
-    positions = np.minimum(np.searchsorted(sorted_rows, wanted), len(sorted_rows) - 1)
-    found = sorted_rows[positions] == wanted
-    return {row: float(values[p]) if ok else 0.0
-            for row, p, ok in zip(rows, positions.tolist(), found.tolist(), strict=True)}
+    if not len(rows) or not len(sorted_rows):
+        return np.zeros(len(rows))
+    positions = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
+    return np.where(sorted_rows[positions] == rows, values[positions], 0.0)
 
 
 def hit_to_document(hit: SearchHit) -> Document:

@@ -107,3 +107,35 @@ def test_langchain_retriever_interface(retriever: HybridRetriever) -> None:
     assert {"chunk_id", "score", "dense_score", "sparse_score"} <= set(documents[0].metadata)
     scores = [doc.metadata["score"] for doc in documents]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_an_empty_index_says_how_to_build_it(tmp_path: Path,
+                                             embeddings: BGEM3Embeddings) -> None:
+    from retrieval.errors import IndexMissing
+
+    layout = IndexLayout(tmp_path)
+    version, build_dir = layout.new_build()
+    store = HybridStore(build_dir, embeddings.dimension, device="cpu")
+    store.save()
+    store.close()
+    layout.publish(version, build_dir, {"version": version, "dim": embeddings.dimension})
+    retriever = HybridRetriever(index=LiveIndex(tmp_path, device="cpu"), embeddings=embeddings)
+    with pytest.raises(IndexMissing, match="kotae index"):
+        retriever.search("経費精算")
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid", "all"])
+def test_hits_are_ranked_by_their_combined_score(retriever: HybridRetriever, mode: str) -> None:
+    hits = retriever.search(QUERIES[0], mode=mode)  # type: ignore[arg-type]
+    assert hits and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    for hit in hits:
+        parts = {"dense": hit.dense, "sparse": hit.sparse, "colbert": hit.colbert}
+        if mode in ("dense", "sparse"):
+            assert hit.score == pytest.approx(parts[mode])
+        else:
+            assert hit.dense is not None and hit.sparse is not None
+            expected = (WEIGHTS[0] * hit.dense + WEIGHTS[1] * hit.sparse
+                        + (WEIGHTS[2] * hit.colbert if mode == "all" else 0.0))
+            total = sum(WEIGHTS) if mode == "all" else WEIGHTS[0] + WEIGHTS[1]
+            assert (hit.colbert is not None) == (mode == "all")
+            assert hit.score == pytest.approx(expected / total)
