@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 HISTORY_TURNS = 10
 RELATED_LIMIT = 3
+# How a condensed follow-up reaches the answer model (prompts/answer.md, rule 6).
+ASKED_LABEL = "Question as asked"
+STANDALONE_LABEL = "Standalone question"
 
 
 @dataclass(frozen=True)
@@ -129,13 +132,17 @@ class AnswerChain:
         base = {"answer_id": uuid.uuid4().hex[:12], "question": question, "mode": mode}
 
         standalone = question
+        condense_failed = False
         if history and self._condense is not None:
             t0 = time.perf_counter()
             try:
                 standalone = self._condense_question(question, history, language)
-            except MODEL_ERRORS as error:  # the original question still works, just less well
-                logger.warning("condensing failed (%s); using the question as asked",
+            except MODEL_ERRORS as error:
+                # The model already failed after its retries; an answer call would only
+                # repeat them. Retrieve with the question as asked and show the sources.
+                logger.warning("condensing failed after retries (%s); retrieval only",
                                type(error).__name__)
+                condense_failed = True
             timings["condense_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -157,14 +164,21 @@ class AnswerChain:
             yield self._retrieval_only(base, standalone, relevant, language,
                                        message("no_llm", language), timings, started)
             return
+        if condense_failed:
+            yield self._retrieval_only(base, standalone, relevant, language,
+                                       message("llm_unavailable", language), timings, started)
+            return
 
         packed = pack_sources(relevant, self.context_token_budget, self.token_length)
-        inputs = {"sources": format_sources(packed), "question": question,
+        inputs = {"sources": format_sources(packed),
+                  "question": question_for_answer(question, standalone),
                   "language": LANGUAGE_NAMES.get(language, language)}
         pieces: list[str] = []
         t0 = time.perf_counter()
         try:
             for piece in self._answer.stream(inputs):
+                if not piece:  # LangChain's first chunk is the role delta, with no text
+                    continue
                 if not pieces:
                     timings["first_token_s"] = time.perf_counter() - started
                 pieces.append(piece)
@@ -202,6 +216,15 @@ class AnswerChain:
         return Answer(**base, standalone_question=standalone, text=header,
                       citations=related_citations(hits, RELATED_LIMIT), kind="retrieval_only",
                       notice=notice, timings=_done(timings, started))
+
+
+def question_for_answer(question: str, standalone: str) -> str:
+    """The human message of the answer prompt. A follow-up ("and the deadline?") means little
+    without the thread, so the model gets the standalone question too, beside the user's own
+    words (never trimmed, never replaced)."""
+    if " ".join(standalone.split()) == " ".join(question.split()):
+        return question
+    return f"{ASKED_LABEL}: {question}\n{STANDALONE_LABEL}: {standalone}"
 
 
 def _done(timings: dict[str, float], started: float) -> dict[str, float]:

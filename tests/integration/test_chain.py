@@ -86,7 +86,6 @@ def test_answer_language_follows_the_question(service: KotaeService,
     fake_openai.responder = reply_in_requested_language
     answer = service.ask(question)
     assert f"Answer in {language}" in system_prompt(fake_openai)
-    assert fake_openai.requests[-1].messages[-1]["content"] == question  # never trimmed
     is_japanese = bool(re.search(r"[\u3040-\u30ff]", answer.text))
     assert is_japanese == (language == "Japanese")
 
@@ -104,10 +103,41 @@ def test_follow_up_is_condensed_with_history(service: KotaeService,
     condense_text = condense_request.messages[-1]["content"]
     assert "経費精算について教えて" in condense_text and "締め切りは？" in condense_text
     assert answer.standalone_question == "経費精算の締め切りはいつですか？"
-    # retrieval used the standalone question; the model still sees the user's own words
+    # retrieval used the standalone question
     expected = {hit.source for hit in service.search("経費精算の締め切りはいつですか？")}
     assert set(sources_in(answer_request.messages[0]["content"]).values()) <= expected
-    assert answer_request.messages[-1]["content"] == "締め切りは？"
+    # the answer model sees the user's own words AND what they mean in this thread
+    assert answer_request.messages[-1]["content"] == (
+        "Question as asked: 締め切りは？\n"
+        "Standalone question: 経費精算の締め切りはいつですか？")
+    assert "Answer the standalone question" in answer_request.messages[0]["content"]
+
+
+def test_a_follow_up_that_needs_no_rewrite_reaches_the_model_as_asked(
+        service: KotaeService, fake_openai: FakeOpenAIServer) -> None:
+    from retrieval.chain import Turn
+
+    question = "When is the on-call handoff?"
+    fake_openai.push(Reply(text=f" {question}\n"), Reply(text="Monday [1]."))
+    answer = service.ask(question, [Turn("user", "hi"), Turn("assistant", "Hello!")])
+    assert answer.kind == "answer"
+    assert fake_openai.requests[-1].messages[-1]["content"] == question
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_condense_failure_goes_straight_to_sources(service: KotaeService,
+                                                   fake_openai: FakeOpenAIServer,
+                                                   status: int) -> None:
+    from retrieval.chain import Turn
+
+    fake_openai.responder = lambda _request: Reply(status=status, error_message="boom")
+    history = [Turn("user", "経費精算について教えて"), Turn("assistant", "申請します [1]。")]
+    answer = service.ask("締め切りは？", history)
+    assert answer.kind == "retrieval_only" and answer.citations
+    assert answer.notice and "言語モデル" in answer.notice
+    # the condense call and its one retry (chat_max_retries=1); no answer call after them
+    assert len(fake_openai.requests) == 1 + service.settings.chat_max_retries == 2
+    assert all("Follow-up question" in r.messages[-1]["content"] for r in fake_openai.requests)
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
@@ -146,10 +176,23 @@ def test_streaming_yields_tokens_then_the_final_answer(service: KotaeService,
     events = list(service.stream("経費精算の締め切りは？"))
     tokens, final = events[:-1], events[-1]
     assert len(tokens) > 5 and all(isinstance(t, str) for t in tokens)
+    assert all(tokens), "an empty piece (LangChain's role chunk) was passed on"
     assert "".join(tokens) == text
     assert isinstance(final, Answer) and final.kind == "answer" and final.citations
     assert fake_openai.requests[0].json["stream"] is True
     assert "first_token_s" in final.timings
+
+
+def test_first_token_time_is_the_first_text_not_the_role_chunk(
+        service: KotaeService, fake_openai: FakeOpenAIServer) -> None:
+    delay = 0.4  # the fake sends the (empty) role chunk at once, then waits before each piece
+    fake_openai.push(Reply(text="Monday [1].", chunk_delay_s=delay))
+    events = list(service.stream("When is the on-call handoff?"))
+    final = events[-1]
+    assert isinstance(final, Answer) and final.kind == "answer"
+    assert events[:-1] == ["Monday", " [1]."]
+    # measured from the start; the first text cannot arrive before retrieval plus one delay
+    assert final.timings["first_token_s"] >= final.timings["retrieve_s"] + delay
 
 
 def test_injected_instructions_stay_inside_their_source(
