@@ -71,6 +71,16 @@ def test_no_markers_means_related_sources(service: KotaeService,
     assert answer.citations and not any(c.cited for c in answer.citations)
 
 
+def test_only_invented_markers_mean_related_sources(service: KotaeService,
+                                                    fake_openai: FakeOpenAIServer) -> None:
+    fake_openai.push(Reply(text="On Monday [9], at ten［12］."))
+    answer = service.ask("When is the on-call handoff?")
+    sources = sources_in(system_prompt(fake_openai))
+    assert answer.kind == "answer" and answer.text == "On Monday, at ten."
+    assert answer.citations and not any(c.cited for c in answer.citations)
+    assert [c.source for c in answer.citations] == [sources[n] for n in (1, 2, 3)]
+
+
 @pytest.mark.parametrize(("question", "language"), [
     ("経費精算の締め切りはいつですか？", "Japanese"),
     ("When is the on-call handoff?", "English"),
@@ -86,6 +96,7 @@ def test_answer_language_follows_the_question(service: KotaeService,
     fake_openai.responder = reply_in_requested_language
     answer = service.ask(question)
     assert f"Answer in {language}" in system_prompt(fake_openai)
+    assert fake_openai.requests[-1].messages[-1]["content"] == question  # never trimmed
     is_japanese = bool(re.search(r"[\u3040-\u30ff]", answer.text))
     assert is_japanese == (language == "Japanese")
 
@@ -160,6 +171,18 @@ def test_timeout_falls_back_to_sources(settings: Settings, embeddings: BGEM3Embe
     answer = service.ask("経費精算の締め切りは？")
     assert answer.kind == "retrieval_only" and answer.citations
     assert "言語モデル" in (answer.notice or "")
+
+
+def test_a_timeout_is_retried_then_falls_back_to_sources(
+        settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
+        fake_openai: FakeOpenAIServer) -> None:
+    service = make_service(settings, embeddings, sample_index_dir, fake_openai,
+                           chat_timeout=0.3, chat_max_retries=1)
+    fake_openai.push(Reply(text="too late", delay_s=3), Reply(text="too late", delay_s=3))
+    answer = service.ask("When is the on-call handoff?")
+    assert answer.kind == "retrieval_only" and answer.citations
+    assert answer.notice and "unavailable" in answer.notice
+    assert len(fake_openai.requests) == 2  # the first try and one retry, then no more
 
 
 def test_a_retry_after_429_still_answers(service: KotaeService,
@@ -251,10 +274,13 @@ def test_long_sources_are_packed_into_the_budget(settings: Settings,
     service = make_service(settings, embeddings, sample_index_dir, fake_openai,
                            context_token_budget=200, top_k=8)
     fake_openai.push(Reply(text="ok [1]"))
-    service.ask("経費精算の締め切りは？")
+    question = "経費精算の締め切りは？ " + "Please explain every step in detail. " * 40
+    assert embeddings.token_length(question) > 200  # longer than the whole budget
+    service.ask(question)
     bodies = re.findall(r"<source [^>]*>\n(.*?)\n</source>", system_prompt(fake_openai), re.S)
     assert sum(embeddings.token_length(b) for b in bodies) <= 200 + 5 * len(bodies)
     assert 1 <= len(bodies) < 8
+    assert fake_openai.requests[-1].messages[-1]["content"] == question  # never trimmed
 
 
 def test_prompts_dir_overrides_the_bundled_prompt(settings: Settings,
