@@ -13,7 +13,7 @@ embed   passages/s at 256 and 512 tokens on the real bge-m3 architecture (random
         BGEM3FlagModel.encode on the same model object vs (c) float32 on this machine's CPU
         cores; batch sizes 32/64/128, best of each; outputs of (a) and (b) compared. When (a)
         is not 1.5x (b), "candidate" rows time variants of the same forward pass (bf16, attention
-        kernels, larger batches, vectorised sparse post-processing, no per-batch sync, token-budget
+        kernels, larger batches, no per-batch sync, token-budget
         batches) so the next change to BGEM3Embeddings is chosen from numbers.
 search  dense top-10 latency p50/p99 (one query, batches of 32) at each size: GPU flat float32
         and float16 (the HybridStore layout) vs CPU flat, CPU HNSW and CPU IVF (each tuned to
@@ -546,26 +546,6 @@ def sparse_agreement(ours: list[dict[int, float]], theirs: list[dict[Any, Any]])
     return float(np.mean(jaccards)), worst
 
 
-def sparse_dicts(weights: np.ndarray, ids: np.ndarray, unused: np.ndarray) -> list[
-        dict[int, float]]:
-    """BGEM3Embeddings._token_weights for a whole batch with numpy: per row, the max weight of
-    each token id, specials and non-positive weights dropped. One sort for the batch instead of
-    a Python loop over every token."""
-    rows, cols = np.nonzero((weights > 0) & ~np.isin(ids, unused))
-    token = ids[rows, cols]
-    weight = weights[rows, cols]
-    # by row, then token id, then weight descending: the first of each (row, token) is the max
-    order = np.lexsort((-weight, token, rows))
-    rows, token, weight = rows[order], token[order], weight[order]
-    first = np.ones(len(rows), bool)
-    first[1:] = (rows[1:] != rows[:-1]) | (token[1:] != token[:-1])
-    rows, token, weight = rows[first], token[first], weight[first]
-    bounds = np.searchsorted(rows, np.arange(weights.shape[0] + 1))
-    token_list, weight_list = token.tolist(), weight.tolist()
-    return [dict(zip(token_list[bounds[r]:bounds[r + 1]], weight_list[bounds[r]:bounds[r + 1]],
-                     strict=True)) for r in range(weights.shape[0])]
-
-
 @dataclass
 class Variant:
     """One way of running the bge-m3 forward pass over a list of passages."""
@@ -576,7 +556,7 @@ class Variant:
     sort: bool = True
     token_budget: int | None = None  # tokens per batch instead of a fixed count
     pad_multiple: int | None = None
-    sparse: str = "loop"  # loop (BGEM3Embeddings' rule, per token) | vectorised | none
+    sparse: str = "product"  # product (BGEM3Embeddings' own rule) | none
     defer_sync: bool = False  # keep outputs on the device until every batch is queued
     attention: str | None = None  # eager | flash | efficient | None (model default: sdpa)
 
@@ -633,7 +613,6 @@ def encode_variant(embeddings: Any, texts: Sequence[str], max_length: int,
     tokenizer = flag_model.tokenizer
     model = variant.model if variant.model is not None else flag_model.model
     device = embeddings.resolved_device
-    unused = np.asarray(sorted(embeddings._unused_token_ids), np.int64)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     inputs = [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
     lengths = np.asarray([len(item["input_ids"]) for item in inputs])
@@ -648,13 +627,9 @@ def encode_variant(embeddings: Any, texts: Sequence[str], max_length: int,
         if variant.sparse == "none":
             return
         weights = sparse_t.float().cpu().numpy()
-        if variant.sparse == "vectorised":
-            for i, weights_of in zip(batch_idx.tolist(), sparse_dicts(weights, ids, unused),
-                                     strict=True):
-                sparse[i] = weights_of
-        else:  # the product's own per-token rule, for an exact baseline
-            for row, i in enumerate(batch_idx.tolist()):
-                sparse[i] = embeddings._token_weights(weights[row], ids[row])
+        for i, weights_of in zip(batch_idx.tolist(), embeddings._sparse_dicts(weights, ids),
+                                 strict=True):
+            sparse[i] = weights_of
 
     with torch.inference_mode(), attention_mode(model, variant.attention):
         for start, end in plan_batches(lengths[order], variant.batch_size, variant.token_budget):
@@ -823,23 +798,22 @@ def bench_embed_candidates(ws: Workspace, cfg: Config, words: list[str],
     on_gpu = device.startswith("cuda")
     half = torch.bfloat16
     bf16_model = copy.deepcopy(flag_model.model).to(half)
-    fast = {"sparse": "vectorised", "defer_sync": True}
+    fast = {"defer_sync": True}
     variants = [
         Variant(f"re-implemented loop, B={batch} (must equal (a))", batch),
-        Variant(f"vectorised sparse post-processing, B={batch}", batch, sparse="vectorised"),
         Variant(f"+ no per-batch sync (outputs stay on the device until all batches are "
                 f"queued), B={batch}", batch, **fast),
         Variant(f"forward only, no sparse dicts (upper bound), B={batch}", batch,
                 sparse="none", defer_sync=True),
-        Variant(f"bf16 weights + vectorised + no sync, B={batch}", batch, model=bf16_model,
+        Variant(f"bf16 weights + no sync, B={batch}", batch, model=bf16_model,
                 **fast),
-        Variant(f"eager attention + vectorised + no sync, B={batch}", batch, attention="eager",
+        Variant(f"eager attention + no sync, B={batch}", batch, attention="eager",
                 **fast),
-        Variant(f"SDPA flash kernel only + vectorised + no sync, B={batch}", batch,
+        Variant(f"SDPA flash kernel only + no sync, B={batch}", batch,
                 attention="flash", **fast),
-        Variant(f"SDPA mem-efficient kernel only + vectorised + no sync, B={batch}", batch,
+        Variant(f"SDPA mem-efficient kernel only + no sync, B={batch}", batch,
                 attention="efficient", **fast),
-        *[Variant(f"larger batch B={big} + vectorised + no sync", big, **fast)
+        *[Variant(f"larger batch B={big} + no sync", big, **fast)
           for big in cfg.large_batch_sizes],
     ]
     log(f"embed candidates at {length} tokens: reference run")
@@ -886,7 +860,7 @@ def bench_embed_candidates(ws: Workspace, cfg: Config, words: list[str],
     budget = batch * length
     bucket_variants = [
         Variant(f"unsorted, fixed B={batch} (no length bucketing)", batch, sort=False, **fast),
-        Variant(f"sorted, fixed B={batch} (what BGEM3Embeddings does) + vectorised + no sync",
+        Variant(f"sorted, fixed B={batch} (what BGEM3Embeddings does) + no sync",
                 batch, **fast),
         Variant(f"sorted, token budget {budget:,} tokens per batch", batch, token_budget=budget,
                 **fast),
@@ -1258,7 +1232,8 @@ def bench_e2e(ws: Workspace, cfg: Config) -> tuple[str, dict[str, Any]]:
     device = cfg.accel
     rng = np.random.default_rng(cfg.seed + 3)
     weights = list(Settings.model_fields["hybrid_weights"].default_factory())  # type: ignore[misc]
-    product_batch = int(Settings.model_fields["embedding_batch_size"].default)
+    # the product's batch size on this device (KOTAE_EMBEDDING_BATCH_SIZE unset)
+    product_batch = type(embeddings).model_construct(batch_size=None, device=device).batch
     rerank_top = 20
 
     vectors = ws.vectors(n, dim)

@@ -1,0 +1,41 @@
+"""The benchmark scripts still run against the code they measure (tiny sizes, nothing written).
+
+Timings are never asserted here; these only catch a benchmark that broke when the product
+changed under it (a renamed helper, a changed default), before someone needs its numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+CASES = {
+    "gpu": (["bench.gpu", "--cpu-dry-run"], "dry run finished"),
+    "retrieval": (["bench.retrieval", "--quick", "--only", "search,memory,reindex",
+                   "--sizes", "500", "--search-queries", "10", "--reindex-rounds", "1",
+                   "--corpus-copies", "1", "--no-write"], "unchanged / full"),
+    "chain": (["bench.chain", "--runs", "2", "--no-write"], "time to first token"),
+    "slack": (["bench.slack", "--mentions", "4", "--commands", "1", "--llm-delay", "0.1",
+               "--no-write"], "slash command ack"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_benchmark_runs(name: str, tmp_path: Path) -> None:
+    args, expected = CASES[name]
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+           "HOME": str(tmp_path)}
+    results_file = REPO_ROOT / "bench" / "RESULTS.md"
+    before = results_file.read_bytes()
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert expected in result.stdout
+    assert results_file.read_bytes() == before  # --no-write
