@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 Job = Callable[[], None]
 
+MIN_CHECK_S = 0.01  # the notices thread never waits less, whatever notice_after_s says
+
 
 @dataclass
 class _Pending:
@@ -101,13 +103,21 @@ class AnswerQueue:
                 for pending in due:
                     pending.noticed = True
                 if not due:
-                    self._lock.wait(timeout=min(0.2, self._notice_after_s))
+                    self._lock.wait(timeout=self._next_check(now))
             for pending in due:
                 try:
                     assert pending.on_wait is not None
                     pending.on_wait()
                 except Exception:
                     logger.exception("queued notice failed")
+
+    def _next_check(self, now: float) -> float | None:
+        """Seconds until the next waiting job is due a notice; None (sleep until `submit` or
+        `shutdown` wakes us) when no job waits for one. Never 0: `wait(0)` would spin."""
+        since = [p.since for p in self._waiting if not p.noticed and p.on_wait]
+        if not since:
+            return None
+        return max(MIN_CHECK_S, min(since) + self._notice_after_s - now)
 
     @property
     def busy(self) -> int:

@@ -75,3 +75,37 @@ def test_a_failing_job_frees_its_slot() -> None:
     assert queue.submit("u", done.set) in ("started", "queued")
     assert done.wait(5)
     queue.shutdown()
+
+
+def _notices_thread(before: set[threading.Thread]) -> threading.Thread:
+    [thread] = [t for t in set(threading.enumerate()) - before
+                if t.name == "answer-queue-notices"]
+    return thread
+
+
+def _cpu_seconds(thread: threading.Thread) -> float:
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def test_zero_notice_delay_neither_spins_nor_delays_the_notice() -> None:
+    """KOTAE_QUEUED_NOTICE_AFTER_S=0 once made the notices thread call wait(timeout=0) in a
+    loop: a whole core burnt while the bot was idle. Measured as the thread's own CPU time."""
+    before = set(threading.enumerate())
+    queue = AnswerQueue(workers=1, per_user=1, notice_after_s=0)
+    notices_thread = _notices_thread(before)
+    release, log, notices = threading.Event(), [], []
+
+    idle_cpu = _cpu_seconds(notices_thread)
+    time.sleep(0.5)  # nothing waits
+    assert _cpu_seconds(notices_thread) - idle_cpu < 0.05
+
+    queue.submit("u1", blocking_job(release, log, "first"))
+    queue.submit("u2", blocking_job(release, log, "second"), on_wait=lambda: notices.append(1))
+    wait_until(lambda: notices == [1])  # told at once
+    waiting_cpu = _cpu_seconds(notices_thread)
+    time.sleep(0.5)  # a job waits, already told
+    assert _cpu_seconds(notices_thread) - waiting_cpu < 0.05
+    release.set()
+    wait_until(lambda: "end second" in log)
+    queue.shutdown()
