@@ -75,6 +75,34 @@ def source_key(path: Path) -> str:
     return path.resolve().as_posix()
 
 
+def default_roots(settings: Settings) -> list[Path]:
+    """What a run without paths indexes (`kotae index`, `/kotae reindex`).
+
+    KOTAE_DOCS_DIR when it is set. Otherwise the folders the served version was built from,
+    as recorded in its manifest: a reindex from Slack on a bot started without KOTAE_DOCS_DIR
+    must refresh the team's documents, not replace them with the bundled samples. Only a
+    first build falls back to the samples.
+    """
+    if "docs_dir" in settings.model_fields_set:
+        return [settings.docs_dir]
+    layout = IndexLayout(settings.index_dir)
+    current = layout.current_version()
+    if current is None:
+        return [settings.docs_dir]
+    recorded = layout.manifest(current).get("paths")
+    if recorded:
+        return [Path(path) for path in recorded]
+    # A version built before folders were recorded: refresh exactly its files (new files
+    # need one run with explicit folders), rather than swap them for the samples.
+    files = sorted(read_file_records(layout.version_dir(current)))
+    if files:
+        logger.warning("index version %s does not record its folders; reindexing its %d "
+                       "files. Run `kotae index <folder>` once to record them.", current,
+                       len(files))
+        return [Path(source) for source in files]
+    return [settings.docs_dir]
+
+
 class Indexer:
     """Turns folders of documents into a published index version."""
 
@@ -85,15 +113,15 @@ class Indexer:
 
     def run(self, paths: Sequence[Path] | None = None, *, full: bool = False,
             holder: str = "cli", progress: ProgressCallback | None = None) -> IndexSummary:
-        """Index `paths` (default KOTAE_DOCS_DIR) as the whole corpus.
+        """Index `paths` (default: `default_roots`) as the whole corpus.
 
         Files indexed before but absent from `paths` are removed from the index.
         """
         report = progress or (lambda _p: None)
         started = time.perf_counter()
-        roots = [Path(p) for p in (paths or [self.settings.docs_dir])]
         with self.layout.lock(holder):
             self.layout.remove_stale_builds()
+            roots = [Path(p) for p in paths] if paths else default_roots(self.settings)
             summary = self._run_locked(roots, full, report)
         summary.seconds = time.perf_counter() - started
         report(IndexProgress("done", chunks_total=summary.chunks_total))
@@ -145,6 +173,7 @@ class Indexer:
                 "chunks": store.count, "files": len(store.files()),
                 "chunk_size": self.settings.chunk_size,
                 "chunk_overlap": self.settings.chunk_overlap,
+                "paths": [source_key(root) for root in roots],
             }
             store.close()
             self.layout.publish(version, build_dir, manifest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -128,3 +129,49 @@ def test_reader_switches_to_a_new_version(indexer: Indexer, settings: Settings,
         path.unlink() if path.is_file() else shutil.rmtree(path)
     indexer.run([sample_docs])
     assert live.store().count < old_count
+
+
+def test_a_run_without_paths_refreshes_the_folders_the_index_was_built_from(
+        settings: Settings, embeddings: BGEM3Embeddings, sample_docs: Path,
+        tmp_path: Path) -> None:
+    """KOTAE_DOCS_DIR unset: `kotae index` / `/kotae reindex` with no paths must refresh the
+    team's documents, not replace them with the bundled samples."""
+    unset = Settings(_env_file=None,  # type: ignore[call-arg]
+                     **settings.model_dump(exclude={"docs_dir"}))
+    assert "docs_dir" not in unset.model_fields_set
+    first = Indexer(unset, embeddings).run([sample_docs])
+    layout = IndexLayout(settings.index_dir)
+    assert layout.manifest(first.version or "")["paths"] == [sample_docs.resolve().as_posix()]
+
+    added = sample_docs / "new-note.md"
+    added.write_text("# New note\n\nThe office plant is watered on Fridays.\n", encoding="utf-8")
+    second = Indexer(unset, embeddings).run()
+    assert second.added == [added.resolve().as_posix()] and not second.removed
+
+    # KOTAE_DOCS_DIR set: it wins, and the corpus becomes exactly that folder
+    other = tmp_path / "other-docs"
+    other.mkdir()
+    (other / "only.md").write_text("# Only\n\nThe only document here.\n", encoding="utf-8")
+    third = Indexer(unset.model_copy(update={"docs_dir": other}), embeddings).run()
+    assert third.added == [(other / "only.md").resolve().as_posix()]
+    assert len(third.removed) == len(first.added) + 1
+
+
+def test_an_index_without_recorded_folders_is_refreshed_file_by_file(
+        settings: Settings, embeddings: BGEM3Embeddings, sample_docs: Path) -> None:
+    """Versions built before folders were recorded: never fall back to the samples."""
+    unset = Settings(_env_file=None,  # type: ignore[call-arg]
+                     **settings.model_dump(exclude={"docs_dir"}))
+    first = Indexer(unset, embeddings).run([sample_docs])
+    layout = IndexLayout(settings.index_dir)
+    manifest_file = layout.version_dir(first.version or "") / "manifest.json"
+    manifest = json.loads(manifest_file.read_text("utf-8"))
+    del manifest["paths"]
+    manifest_file.write_text(json.dumps(manifest), encoding="utf-8")
+    changed = sample_docs / "expense-ja.md"
+    changed.write_text(changed.read_text("utf-8") + "\n\n## 追記\n\n交通費も同じです。\n",
+                       encoding="utf-8")
+
+    second = Indexer(unset, embeddings).run()
+    assert second.updated == [changed.resolve().as_posix()] and not second.removed
+    assert len(second.unchanged) == len(first.added) - 1
