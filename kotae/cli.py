@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from retrieval.errors import KotaeError
 from retrieval.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.settings import BotSettings
 
 app = typer.Typer(help="kotae (答え): answers from your team's documents.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -52,7 +55,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 @app.command()
 def index(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="files/folders (default: KOTAE_DOCS_DIR)")] = None,  # noqa: E501, UP045
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="files/folders (default: KOTAE_DOCS_DIR, else the folders the index was built from)")] = None,  # noqa: E501, UP045
     full: Annotated[bool, typer.Option("--full", help="rebuild from scratch")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
@@ -201,11 +204,15 @@ def demo(
 
     With SLACK_BOT_TOKEN and a signing secret or app token set, serves the bot instead.
     """
-    settings = _settings()
-    if _slack_configured():
+    from bot.settings import BotSettings
+    from retrieval.indexer import default_roots
+
+    settings = BotSettings()  # the Slack settings too, from the environment or .env
+    if _slack_configured(settings):
         serve()
         return
-    console.print(f"[bold]indexing[/] {settings.docs_dir} → {settings.index_dir}")
+    folders = ", ".join(str(root) for root in default_roots(settings))
+    console.print(f"[bold]indexing[/] {folders} → {settings.index_dir}")
     try:
         index(paths=None, full=False, as_json=False)
     except typer.Exit:
@@ -216,11 +223,10 @@ def demo(
     ask(question, mode=None, as_json=False)
 
 
-def _slack_configured() -> bool:
-    import os
-
-    return bool(os.environ.get("SLACK_BOT_TOKEN")) and bool(
-        os.environ.get("SLACK_APP_TOKEN") or os.environ.get("SLACK_SIGNING_SECRET"))
+def _slack_configured(settings: BotSettings) -> bool:
+    """A bot token plus a way to receive events (Socket Mode app token or signing secret)."""
+    return settings.slack_bot_token is not None and (
+        settings.slack_app_token is not None or settings.slack_signing_secret is not None)
 
 
 @app.command()

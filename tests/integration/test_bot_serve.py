@@ -82,6 +82,7 @@ def test_kotae_serve_http_answers_once_under_retries(
                 time.sleep(0.3)
         assert health is not None, "kotae serve did not come up"
         assert health["index_version"] and health["chunks"] > 0
+        assert health["embedding_device"] == "cpu"
 
         url = f"http://127.0.0.1:{port}/slack/events"
         body = event_body(mention_event("1600000001.000100"), "EvServe")
@@ -144,3 +145,44 @@ def test_serve_without_slack_settings_says_what_to_set(missing: str, tmp_path: P
     assert result.returncode == 1
     expected = "SLACK_BOT_TOKEN" if missing == "SLACK_BOT_TOKEN" else "SLACK_APP_TOKEN"
     assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_make_demo_serves_the_bot_when_slack_tokens_are_in_dot_env(
+        tiny_model_dir: Path, sample_index_dir: Path, fake_slack: FakeSlackAPI,
+        tmp_path: Path) -> None:
+    """`make demo` runs `kotae demo`; Slack settings in .env (not exported) must count."""
+    import shutil
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_index_dir, index_dir)
+    port = free_port()
+    (tmp_path / ".env").write_text("\n".join([
+        "SLACK_BOT_TOKEN=xoxb-dotenv", f"SLACK_SIGNING_SECRET={SECRET}",
+        f"SLACK_API_URL={fake_slack.base_url}", f"KOTAE_PORT={port}",
+        f"KOTAE_EMBEDDING_MODEL={tiny_model_dir}", "KOTAE_EMBEDDING_DEVICE=cpu",
+        f"KOTAE_INDEX_DIR={index_dir}", f"KOTAE_FEEDBACK_PATH={tmp_path / 'feedback.jsonl'}",
+    ]) + "\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOTAE_", "OPENAI_", "SLACK_"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    process = subprocess.Popen([sys.executable, "-m", "kotae", "demo"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        health = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    health = json.loads(response.read())
+                    break
+            except (URLError, ConnectionError):
+                time.sleep(0.3)
+        assert health is not None, "kotae demo did not start the bot"
+        assert health["ok"] and health["chunks"] > 0
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert "listening on" in output and "xoxb-dotenv" not in output
