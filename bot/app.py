@@ -8,6 +8,7 @@ from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.http_retry import RateLimitErrorRetryHandler, default_retry_handlers
 
 from bot.context import BotContext
 from bot.dedupe import RecentEvents
@@ -26,8 +27,12 @@ logger = logging.getLogger(__name__)
 def make_client(settings: BotSettings) -> WebClient:
     if settings.slack_bot_token is None:
         raise ValueError("SLACK_BOT_TOKEN is not set (xoxb-…, from OAuth & Permissions)")
+    # Slack answers bursts (progress edits, many answers at once) with HTTP 429 and a
+    # Retry-After; one retry after that wait turns most of them into a short delay.
     return WebClient(token=settings.slack_bot_token.get_secret_value(),
-                     base_url=settings.slack_api_url)
+                     base_url=settings.slack_api_url,
+                     retry_handlers=[*default_retry_handlers(),
+                                     RateLimitErrorRetryHandler(max_retry_count=1)])
 
 
 def create_app(settings: BotSettings, service: KotaeService,
@@ -61,7 +66,8 @@ def create_app(settings: BotSettings, service: KotaeService,
             history_tokens=settings.thread_history_tokens,
             interval_s=settings.stream_update_interval_s, on_answer=remember),
         reindex=ReindexCoordinator(client, service.reindex, settings.admin_user_ids,
-                                   settings.workspace_admins_are_admins),
+                                   settings.workspace_admins_are_admins,
+                                   update_interval_s=settings.reindex_progress_interval_s),
         feedback=feedback,
     )
     events.register(app, ctx)

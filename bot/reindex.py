@@ -117,51 +117,95 @@ class ReindexCoordinator:
     def _run(self, user: str, channel: str, full: bool, respond: Respond) -> None:
         logger.info("reindex (full=%s) started by %s", full, user)
         header = f":arrows_counterclockwise: <@{user}> started a {'full ' if full else ''}reindex"
-        board = ProgressBoard(self.client, channel, respond, header)
+        # The public message goes up only once the indexer holds the lock (its first progress
+        # report): when another indexer (e.g. `kotae index` from the CLI) holds it, the admin
+        # is told privately who does, and the channel hears nothing.
+        board = ProgressBoard(self.client, channel, respond)
         last_update = 0.0
 
         def on_progress(progress: IndexProgress) -> None:
             nonlocal last_update
             if self.running is not None:
                 self.running.progress = progress
-            if time.monotonic() - last_update >= self._interval:
-                last_update = time.monotonic()
-                board.show(f"{header}: {describe(progress)}")
+            try:
+                if not board.started:
+                    board.start(header + "…")
+                    last_update = time.monotonic()
+                elif time.monotonic() - last_update >= self._interval:
+                    last_update = time.monotonic()
+                    board.progress(f"{header}: {describe(progress)}")
+            except Exception:  # progress is best effort; the reindex itself goes on
+                logger.exception("reindex progress update failed")
 
         try:
             summary = self._reindex(full=full, holder=f"Slack user {user}", progress=on_progress)
         except IndexLocked as error:
-            board.show(f":hourglass: {error}")
+            board.finish(f":hourglass: {error}")
             return
         except KotaeError as error:
-            board.show(f":warning: Reindex failed: {error}")
+            board.finish(f":warning: Reindex failed: {error}")
             return
         except Exception:
             logger.exception("reindex failed")
-            board.show(":warning: Reindex failed on my side; the previous index is still "
-                       "being served. Details are in the bot's log.")
+            board.finish(":warning: Reindex failed on my side; the previous index is still "
+                         "being served. Details are in the bot's log.")
             return
-        board.show(summary_text(summary))
+        board.finish(summary_text(summary))
 
 
 class ProgressBoard:
-    """A message updated in place; in a channel the bot cannot post to, ephemeral responses."""
+    """Where a reindex reports: a channel message updated in place, or — where the bot cannot
+    post — the slash command's response URL.
 
-    def __init__(self, client: WebClient, channel: str, respond: Respond, first: str) -> None:
+    Slack accepts at most RESPONSE_URL_USES posts to one response URL (within 30 minutes), so
+    progress there is sparse and one use is always kept for the summary.
+    """
+
+    RESPONSE_URL_USES = 5
+    RESPONSE_URL_GAP_S = 30.0  # between progress posts through the response URL
+
+    def __init__(self, client: WebClient, channel: str, respond: Respond) -> None:
         self.client, self.channel, self.respond = client, channel, respond
         self.ts: str | None = None
-        try:
-            self.ts = client.chat_postMessage(channel=channel, text=first + "…")["ts"]
-        except SlackApiError as error:
-            logger.info("cannot post progress in %s (%s); using the response URL", channel,
-                        error.response.get("error"))
-            respond(text=first + "…")
+        self.started = False
+        self._responses = 0
+        self._last_response = 0.0
 
-    def show(self, text: str) -> None:
+    def start(self, text: str) -> None:
+        self.started = True
         try:
-            if self.ts is not None:
-                self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
-                return
+            self.ts = self.client.chat_postMessage(channel=self.channel, text=text)["ts"]
+        except SlackApiError as error:
+            logger.info("cannot post progress in %s (%s); using the response URL", self.channel,
+                        error.response.get("error"))
+            self._respond(text)
+
+    def progress(self, text: str) -> None:
+        """Best effort: skipped when the response URL has no use to spare."""
+        if self.ts is not None and self._update(text):
+            return
+        spare = self._responses < self.RESPONSE_URL_USES - 1
+        if spare and time.monotonic() - self._last_response >= self.RESPONSE_URL_GAP_S:
+            self._respond(text)
+
+    def finish(self, text: str) -> None:
+        """Always delivered: the summary (or why there is none)."""
+        if self.ts is not None and self._update(text):
+            return
+        if self._responses >= self.RESPONSE_URL_USES:
+            logger.warning("reindex summary could not be delivered: %s", text)
+            return
+        self._respond(text)
+
+    def _update(self, text: str) -> bool:
+        try:
+            self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+            return True
         except SlackApiError as error:
             logger.info("progress update failed: %s", error.response.get("error"))
-        self.respond(text=text, replace_original=True)
+            return False
+
+    def _respond(self, text: str) -> None:
+        self._responses += 1
+        self._last_response = time.monotonic()
+        self.respond(text=text, replace_original=self._responses > 1)

@@ -21,7 +21,7 @@ import itertools
 import re
 import string
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -73,10 +73,15 @@ _BARE_URL = re.compile(r"https?://[A-Za-z0-9\-._~:/?#@!$&'()*+,;=%]+")
 
 @dataclass(frozen=True)
 class SlackMessage:
-    """One `chat.postMessage` worth of content: fallback `text` plus Block Kit `blocks`."""
+    """One `chat.postMessage` worth of content: fallback `text` plus Block Kit `blocks`.
+
+    `trailer` is the part of `blocks` that is not the answer text (notice, sources, feedback
+    buttons): what a reply streamed as raw text still needs when its stream is stopped.
+    """
 
     text: str
     blocks: list[Block]
+    trailer: list[Block] = field(default_factory=list)
 
 
 # --- public API ---
@@ -442,8 +447,14 @@ def _plain(node: SyntaxTreeNode) -> str:
     return "".join(_plain(child) for child in node.children)
 
 
-def _escape(text: str) -> str:
+def escape_mrkdwn(text: str) -> str:
+    """Slack's three control characters, so `<!channel>`, `<@U123>` or `<url|label>` written by
+    the model or quoted from a document stay text. Character by character, so escaping the
+    pieces of a text one at a time gives the same result as escaping it whole."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_escape = escape_mrkdwn
 
 
 def _single_line(text: str) -> str:
@@ -759,4 +770,5 @@ def _message(blocks: list[Block], body_texts: dict[int, str]) -> SlackMessage:
     text = "\n\n".join(texts) or ELLIPSIS
     if _slack_len(text) > MESSAGE_TEXT_LIMIT:
         text = split_mrkdwn(text, MESSAGE_TEXT_LIMIT - 1)[0] + ELLIPSIS
-    return SlackMessage(text=text, blocks=blocks)
+    trailer = [block for block in blocks if id(block) not in body_texts]
+    return SlackMessage(text=text, blocks=blocks, trailer=trailer)

@@ -6,13 +6,23 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.render import SlackMessage, render_answer, render_error, render_progress
+from bot.render import (
+    ELLIPSIS,
+    Block,
+    SlackMessage,
+    escape_mrkdwn,
+    render_answer,
+    render_error,
+    render_progress,
+)
 from retrieval.chain import Turn
 from retrieval.errors import KotaeError
 from retrieval.types import Answer
@@ -22,10 +32,22 @@ logger = logging.getLogger(__name__)
 THINKING_REACTION = "hourglass_flowing_sand"
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 
+# Streamed text is only a preview (the final Block Kit message replaces it), so it stays well
+# under Slack's limits: 12,000 characters of markdown_text per start/appendStream call.
+STREAM_CALL_CHARS = 4_000
+STREAM_TOTAL_CHARS = 10_000
+# conversations.replies pages oldest-first; a thread is read to its end through at most this
+# many pages (Slack recommends <= 200 messages a page), keeping only the newest messages.
+HISTORY_PAGE_SIZE = 200
+HISTORY_MAX_PAGES = 5
 
-def escape_mrkdwn(text: str) -> str:
-    """Slack's three control characters; nothing else needs escaping in plain text."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+GENERIC_FAILURE = "something went wrong on my side. Please try again in a moment."
+
+
+def failure_reason(error: Exception) -> str:
+    """What a user is told about a failure: a domain error explains itself; anything else is
+    our problem, and its details belong in the log, not in Slack."""
+    return str(error) if isinstance(error, KotaeError) else GENERIC_FAILURE
 
 
 @dataclass(frozen=True)
@@ -86,7 +108,9 @@ class GrowingReply:
 
     Uses Slack's streaming API (chat.startStream/appendStream/stopStream) and falls back to
     posting a message and editing it (chat.update) where streaming is not available. The
-    final Block Kit message replaces whatever was streamed.
+    final Block Kit message replaces whatever was streamed. Everything before that final
+    message is best effort: a refused or rate-limited progress update is logged and skipped,
+    never allowed to cost the answer itself.
     """
 
     def __init__(self, client: WebClient, question: Question, interval_s: float) -> None:
@@ -95,6 +119,8 @@ class GrowingReply:
         self.ts: str | None = None
         self._mode = "stream"  # stream -> update (fallback)
         self._sent = 0  # characters of `text` already visible
+        self._streamed = 0  # characters of escaped text sent through the streaming API
+        self._stream_full = False  # STREAM_TOTAL_CHARS reached: the rest waits for the end
         self._last_flush = 0.0
         self._stream_open = False
 
@@ -105,25 +131,52 @@ class GrowingReply:
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
-        q = self.question
         if self._mode == "stream":
             try:
-                if self.ts is None:
-                    response = self.client.chat_startStream(
-                        channel=q.channel, thread_ts=q.thread_ts, markdown_text=self.text,
-                        recipient_user_id=q.user, recipient_team_id=q.team)
-                    self.ts = response["ts"]
-                    self._stream_open = True
-                else:
-                    self.client.chat_appendStream(channel=q.channel, ts=self.ts,
-                                                  markdown_text=self.text[self._sent:])
-                self._sent = len(self.text)
+                self._stream_pending()
                 return
             except SlackApiError as error:
                 logger.info("streaming unavailable (%s); editing a message instead",
                             error.response.get("error"))
-                self._close_stream()
+                self._close_stream([])
                 self._mode = "update"
+        try:
+            self._show_progress()
+        except SlackApiError as error:
+            logger.warning("progress update skipped (%s); the final message still follows",
+                           error.response.get("error"))
+
+    def _stream_pending(self) -> None:
+        """Send what the model wrote since the last call, escaped like the final message (the
+        model must not post `<!channel>`), in pieces of at most STREAM_CALL_CHARS, and stop
+        adding once STREAM_TOTAL_CHARS have been streamed."""
+        if self._stream_full or self._sent == len(self.text):
+            return
+        q = self.question
+        pending = self.text[self._sent:]
+        fits = _escaped_prefix(pending, STREAM_TOTAL_CHARS - len(ELLIPSIS) - 2 - self._streamed)
+        pieces = _escaped_pieces(pending[:fits], STREAM_CALL_CHARS)
+        if fits < len(pending):
+            pieces.append((0, "\n\n" + ELLIPSIS))
+        for raw_length, markdown in pieces:
+            if self.ts is None:
+                response = self.client.chat_startStream(
+                    channel=q.channel, thread_ts=q.thread_ts, markdown_text=markdown,
+                    recipient_user_id=q.user, recipient_team_id=q.team)
+                self.ts = response["ts"]
+                self._stream_open = True
+            else:
+                self.client.chat_appendStream(channel=q.channel, ts=self.ts,
+                                              markdown_text=markdown)
+            self._sent += raw_length
+            self._streamed += len(markdown)
+        if fits < len(pending):
+            self._stream_full = True
+            logger.info("streamed %d characters; the rest comes with the final message",
+                        self._streamed)
+
+    def _show_progress(self) -> None:
+        q = self.question
         progress = render_progress(self.text)
         if self.ts is None:
             self.ts = self.client.chat_postMessage(channel=q.channel, thread_ts=q.thread_ts,
@@ -132,19 +185,47 @@ class GrowingReply:
             self.client.chat_update(channel=q.channel, ts=self.ts, text=progress)
         self._sent = len(self.text)
 
-    def _close_stream(self) -> None:
-        if self._stream_open and self.ts:
-            self._stream_open = False
+    def _close_stream(self, trailer: list[Block]) -> bool:
+        """Stop the stream; True when `trailer` (sources, buttons) was attached to it.
+
+        chat.stopStream's `blocks` are appended under the streamed text rather than replacing
+        it, so only the blocks that are not the answer text go there.
+        """
+        if not (self._stream_open and self.ts):
+            return False
+        self._stream_open = False
+        q = self.question
+        if trailer:
             try:
-                self.client.chat_stopStream(channel=self.question.channel, ts=self.ts)
+                self.client.chat_stopStream(channel=q.channel, ts=self.ts, blocks=trailer)
+                return True
             except SlackApiError as error:
-                logger.info("chat.stopStream failed: %s", error.response.get("error"))
+                logger.info("chat.stopStream refused the blocks (%s); stopping without",
+                            error.response.get("error"))
+        try:
+            self.client.chat_stopStream(channel=q.channel, ts=self.ts)
+        except SlackApiError as error:
+            logger.info("chat.stopStream failed: %s", error.response.get("error"))
+        return False
 
     def finish(self, messages: list[SlackMessage]) -> None:
-        """Replace the growing reply with the final message(s); post the rest after it."""
-        self._close_stream()
+        """Replace the growing reply with the final message(s); post the rest after it.
+
+        A streamed reply first gets the rest of the text and the trailer (sources, buttons)
+        through chat.stopStream, then chat.update swaps in the final Block Kit rendering. Where
+        Slack refuses that edit, the stopped stream already is a complete answer, unless it
+        was cut short; only then is the final message posted again.
+        """
         first, rest = messages[0], messages[1:]
         q = self.question
+        if self._stream_open:
+            try:
+                self._stream_pending()
+            except SlackApiError as error:
+                logger.info("could not stream the end of the answer: %s",
+                            error.response.get("error"))
+        complete = (self._close_stream(first.trailer if not rest else [])
+                    and not self._stream_full and self._sent == len(self.text))
         replaced = False
         if self.ts is not None:
             try:
@@ -154,12 +235,32 @@ class GrowingReply:
             except SlackApiError as error:
                 logger.warning("could not replace the streamed reply: %s",
                                error.response.get("error"))
-        if not replaced:
+        if not replaced and not complete:
             self.client.chat_postMessage(channel=q.channel, thread_ts=q.thread_ts,
                                          text=first.text, blocks=first.blocks)
         for message in rest:
             self.client.chat_postMessage(channel=q.channel, thread_ts=q.thread_ts,
                                          text=message.text, blocks=message.blocks)
+
+
+def _escaped_prefix(text: str, budget: int) -> int:
+    """How many characters of `text` fit in `budget` characters once escaped."""
+    used = 0
+    for index, char in enumerate(text):
+        used += len(escape_mrkdwn(char))
+        if used > budget:
+            return index
+    return len(text)
+
+
+def _escaped_pieces(text: str, limit: int) -> list[tuple[int, str]]:
+    """(raw length, escaped text) pieces of `text`, each at most `limit` once escaped."""
+    pieces: list[tuple[int, str]] = []
+    while text:
+        cut = max(1, _escaped_prefix(text, limit))
+        pieces.append((cut, escape_mrkdwn(text[:cut])))
+        text = text[cut:]
+    return pieces
 
 
 AnswerStream = Callable[[str, list[Turn]], Iterable[str | Answer]]
@@ -197,10 +298,8 @@ class ThreadAnswerer:
                 self.on_answer(final, question)
             return final
         except Exception as error:  # the edge: every failure becomes a message in the thread
-            reason = str(error) if isinstance(error, KotaeError) else (
-                "something went wrong on my side. Please try again in a moment.")
             logger.exception("answering in %s failed", question.channel)
-            self.apologize(question, reason, reply)
+            self.apologize(question, failure_reason(error), reply)
             return None
         finally:
             status.clear()
@@ -220,19 +319,40 @@ class ThreadAnswerer:
             logger.error("could not post the apology: %s", error.response.get("error"))
 
     def thread_history(self, question: Question) -> list[Turn]:
-        """Earlier messages of the thread, newest kept first within the message/token bounds."""
-        try:
-            response = self.client.conversations_replies(
-                channel=question.channel, ts=question.thread_ts,
-                limit=self.history_messages + 1)
-        except SlackApiError as error:
-            logger.info("could not read the thread: %s", error.response.get("error"))
+        """The newest earlier messages of the thread, within the message and token bounds.
+
+        conversations.replies pages from the OLDEST message, so the thread is read to its end
+        (bounded) and only the last `history_messages` are kept.
+        """
+        if self.history_messages <= 0 or self.history_tokens <= 0:
             return []
+        newest: deque[dict[str, Any]] = deque(maxlen=self.history_messages)
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _page in range(HISTORY_MAX_PAGES):
+            try:
+                response = self.client.conversations_replies(
+                    channel=question.channel, ts=question.thread_ts, limit=HISTORY_PAGE_SIZE,
+                    cursor=cursor)
+            except SlackApiError as error:
+                logger.info("could not read the thread: %s", error.response.get("error"))
+                break
+            for message in response.get("messages", []):
+                ts = message.get("ts")
+                if ts in seen or ts == question.message_ts or not message.get("text"):
+                    continue  # Slack may repeat the parent message at the top of each page
+                seen.add(ts)
+                newest.append(message)
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not (response.get("has_more") and cursor):
+                break
+        else:
+            logger.warning("thread %s is longer than %d messages; history comes from its "
+                           "first %d", question.thread_ts, HISTORY_PAGE_SIZE * HISTORY_MAX_PAGES,
+                           HISTORY_PAGE_SIZE * HISTORY_MAX_PAGES)
         turns: list[Turn] = []
         budget = self.history_tokens
-        messages = [m for m in response.get("messages", [])
-                    if m.get("ts") != question.message_ts and m.get("text")]
-        for message in reversed(messages[-self.history_messages:]):
+        for message in reversed(newest):
             is_bot = bool(message.get("bot_id")) or message.get("user") == self.bot_user_id
             text = strip_mentions(message["text"])
             cost = self.token_length(text)

@@ -42,6 +42,8 @@ class BotSettings(Settings):
     thread_history_messages: int = Field(20, ge=0)
     thread_history_tokens: int = Field(1500, ge=0)
     stream_update_interval_s: float = Field(0.8, description="between visible updates")
+    reindex_progress_interval_s: float = Field(
+        1.0, ge=0, description="between updates of a reindex's progress message")
     feedback_path: Path = Path(".kotae/feedback.jsonl")
 
     @field_validator("slash_command")

@@ -10,8 +10,8 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk.errors import SlackApiError
 
 from bot.context import BotContext
-from bot.render import render_answer
-from bot.replies import Question
+from bot.render import escape_mrkdwn, render_answer, render_error
+from bot.replies import Question, failure_reason
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,15 @@ def status_text(status: dict[str, Any]) -> str:
     ])
 
 
+def safe_status_text(ctx: BotContext) -> str:
+    """The status, or a short reason: the command must be acknowledged either way."""
+    try:
+        return status_text(ctx.service.status())
+    except Exception as error:  # a broken index must not cost the ack (Slack shows a timeout)
+        logger.exception("/kotae status failed")
+        return f":warning: I couldn't read the index status: {failure_reason(error)}"
+
+
 def register(app: App, ctx: BotContext) -> None:
     command = ctx.settings.slash_command
 
@@ -49,7 +58,7 @@ def register(app: App, ctx: BotContext) -> None:
         if word in ("", "help"):
             ack(text=help_text(ctx.settings.slash_command))
         elif word == "status":
-            ack(text=status_text(ctx.service.status()))
+            ack(text=safe_status_text(ctx))
         elif word == "reindex":
             ack(text=":arrows_counterclockwise: Reindex requested…")
             ctx.reindex.request(command["user_id"], command["channel_id"],
@@ -70,9 +79,15 @@ def ask(ctx: BotContext, command: dict[str, Any], text: str, respond: Respond) -
                     error.response.get("error"))
 
         def answer_privately() -> None:
-            final = ctx.service.ask(text)
-            for message in render_answer(final, feedback=False):
-                respond(text=message.text, blocks=message.blocks)
+            try:
+                final = ctx.service.ask(text)
+                for message in render_answer(final, feedback=False):
+                    respond(text=message.text, blocks=message.blocks)
+            except Exception as error:  # never silent: the asker hears why
+                logger.exception("private answer in %s failed", channel)
+                reason = failure_reason(error)
+                respond(text=f":warning: Sorry — I couldn't answer that: {escape_mrkdwn(reason)}",
+                        blocks=render_error(reason))
 
         outcome = ctx.queue.submit(user, answer_privately, on_wait=lambda: respond(
             text=":hourglass: You're in the queue — the answer will follow."))

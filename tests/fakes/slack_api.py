@@ -11,6 +11,8 @@ Slack reports API errors as HTTP 200 with `{"ok": false, "error": ...}`; `fail()
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import email.parser
 import email.policy
 import itertools
@@ -35,6 +37,9 @@ BOT_NAME = "kotae"
 
 # The method name under which POSTs to a `response_url()` are recorded.
 RESPONSE_URL = "response_url"
+# ... and posts beyond Slack's limit of RESPONSE_URL_USES per URL, answered 404 `used_url`.
+RESPONSE_URL_REFUSED = "response_url_refused"
+RESPONSE_URL_USES = 5
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class _Failure:
     error: str
     status: int
     remaining: int | None  # None: until cleared
+    retry_after: int = 0
+    when: Callable[[SlackCall], bool] | None = None  # None: every call of the method
 
 
 def _json_value(value: Any) -> Any:
@@ -112,8 +119,13 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             content_type = "application/json; charset=utf-8"
         elif url.path.startswith("/response_url/"):
-            fake.record(SlackCall(RESPONSE_URL, params, headers))
-            status, body, extra, content_type = 200, b"ok", {}, "text/html"
+            if fake.use_response_url(url.path):
+                fake.record(SlackCall(RESPONSE_URL, params, headers))
+                status, body = 200, b"ok"
+            else:
+                fake.record(SlackCall(RESPONSE_URL_REFUSED, params, headers))
+                status, body = 404, b"used_url"
+            extra, content_type = {}, "text/html"
         else:
             status, body, extra, content_type = 404, b"Not Found", {}, "text/plain"
 
@@ -176,6 +188,10 @@ class FakeSlackAPI(BackgroundServer):
         self._threads: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._users: dict[str, dict[str, Any]] = {}
         self._stopped_streams: set[tuple[str, str]] = set()
+        self._response_url_uses: dict[str, int] = {}
+        # The most conversations.replies returns per page whatever `limit` asks: 1,000 for most
+        # apps, 15 for commercially distributed non-Marketplace apps (since 2025).
+        self.replies_page_max = 1000
         self._ts_counter = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -230,8 +246,19 @@ class FakeSlackAPI(BackgroundServer):
 
     def response_url(self, name: str = "1") -> str:
         """A URL to use as a slash command's `response_url`; POSTs to it are recorded as calls
-        of method `RESPONSE_URL` ("response_url") with the JSON body as params."""
+        of method `RESPONSE_URL` ("response_url") with the JSON body as params. Like Slack, it
+        takes RESPONSE_URL_USES posts; later ones get 404 and are recorded as
+        `RESPONSE_URL_REFUSED`."""
         return f"http://127.0.0.1:{self.port}/response_url/{name}"
+
+    def use_response_url(self, path: str) -> bool:
+        """Count one use of a response URL; False once it is used up."""
+        with self._lock:
+            used = self._response_url_uses.get(path, 0)
+            if used >= RESPONSE_URL_USES:
+                return False
+            self._response_url_uses[path] = used + 1
+            return True
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -259,11 +286,15 @@ class FakeSlackAPI(BackgroundServer):
         *,
         times: int | None = None,
         status: int = 200,
+        retry_after: int = 0,
+        when: Callable[[SlackCall], bool] | None = None,
     ) -> None:
         """Make `method` answer `{"ok": false, "error": error}` — for `times` calls, or until
-        `clear_failures()`. `status=429` answers like Slack's rate limiter (`Retry-After: 0`)."""
+        `clear_failures()`. `status=429` answers like Slack's rate limiter, with a
+        `Retry-After: <retry_after>` header. `when` limits the failure to the calls it accepts
+        (e.g. only those carrying blocks); other calls succeed and do not count."""
         with self._lock:
-            self._failures[method] = _Failure(error, status, times)
+            self._failures[method] = _Failure(error, status, times, retry_after, when)
 
     def clear_failures(self) -> None:
         with self._lock:
@@ -311,14 +342,16 @@ class FakeSlackAPI(BackgroundServer):
             if call.token is None:
                 return 200, {"ok": False, "error": "not_authed"}, {}
             failure = self._failures.get(call.method)
-            if failure is not None:
+            if failure is not None and (failure.when is None or failure.when(call)):
                 if failure.remaining is not None:
                     left = failure.remaining - 1
                     if left > 0:
-                        self._failures[call.method] = _Failure(failure.error, failure.status, left)
+                        self._failures[call.method] = dataclasses.replace(failure,
+                                                                          remaining=left)
                     else:
                         del self._failures[call.method]
-                extra = {"Retry-After": "0"} if failure.status == 429 else {}
+                extra = ({"Retry-After": str(failure.retry_after)} if failure.status == 429
+                         else {})
                 return failure.status, {"ok": False, "error": failure.error}, extra
             handler = self._handlers.get(call.method)
             payload = handler(call) if handler else {"ok": True}
@@ -433,20 +466,32 @@ class FakeSlackAPI(BackgroundServer):
             return result
         self._stopped_streams.add((result["channel"], result["ts"]))
         message = self._find(result["channel"], result["ts"])
-        if message is not None and call.blocks is not None:
-            message["blocks"] = call.blocks
+        if message is not None and call.blocks:
+            # Slack renders stopStream's blocks under the streamed text; they do not replace it.
+            streamed = {"type": "markdown", "text": message["text"]}
+            message["blocks"] = [*message.get("blocks", [streamed]), *call.blocks]
         return {**result, "message": dict(message or {})}
 
     def _replies(self, call: SlackCall) -> dict[str, Any]:
+        """Oldest first, `limit` per page (Slack's default page is 1,000), continued with the
+        opaque `cursor` from `response_metadata.next_cursor` while `has_more`."""
         key = (str(call.params.get("channel", "")), str(call.params.get("ts", "")))
         if key not in self._threads:
             return {"ok": False, "error": "thread_not_found"}
-        messages = [dict(message) for message in self._threads[key]]
+        try:
+            limit = min(int(call.params.get("limit") or 1000), self.replies_page_max)
+            start = int(base64.b64decode(str(call.params.get("cursor") or "")).decode() or 0)
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
+        thread = self._threads[key]
+        end = start + max(limit, 1)
+        has_more = end < len(thread)
+        next_cursor = base64.b64encode(str(end).encode()).decode() if has_more else ""
         return {
             "ok": True,
-            "messages": messages,
-            "has_more": False,
-            "response_metadata": {"next_cursor": ""},
+            "messages": [dict(message) for message in thread[start:end]],
+            "has_more": has_more,
+            "response_metadata": {"next_cursor": next_cursor},
         }
 
     def _users_info(self, call: SlackCall) -> dict[str, Any]:

@@ -16,19 +16,22 @@ import pytest
 from bot.app import create_app
 from bot.context import BotContext
 from bot.render import SECTION_TEXT_LIMIT
+from bot.replies import STREAM_CALL_CHARS, STREAM_TOTAL_CHARS
 from bot.server import HttpServer
 from bot.settings import BotSettings
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.service import KotaeService
 from retrieval.settings import Settings
+from retrieval.versions import IndexLayout
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
-from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_api import RESPONSE_URL_REFUSED, FakeSlackAPI, SlackCall
 from tests.fakes.slack_signing import (
     action_body,
     event_body,
     post_signed,
     retry_headers,
     slash_body,
+    url_verification_body,
 )
 
 SECRET = "test-signing-secret"
@@ -90,11 +93,29 @@ def blocks_text(blocks: list[dict[str, Any]]) -> str:
     return json.dumps(blocks, ensure_ascii=False)
 
 
+def stream_calls(slack: FakeSlackAPI) -> list[SlackCall]:
+    return [c for c in slack.all_calls
+            if c.method in ("chat.startStream", "chat.appendStream", "chat.stopStream")]
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def is_progress_edit(call: SlackCall) -> bool:
+    """A chat.update that shows partial text; the final message is the one with blocks."""
+    return call.blocks is None
+
+
 def make_bot(settings: Settings, embeddings: BGEM3Embeddings, index_dir: Path,
              fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer | None,
              tmp_path: Path, **overrides: Any) -> Bot:
-    values = {**settings.model_dump(), "index_dir": index_dir, "chat_max_retries": 0,
-              "chat_timeout": 5.0, "slack_bot_token": "xoxb-test",
+    # exclude_unset: a setting left unset (e.g. docs_dir) stays unset, as in a real deployment
+    values = {**settings.model_dump(exclude_unset=True), "index_dir": index_dir,
+              "chat_max_retries": 0, "chat_timeout": 5.0, "slack_bot_token": "xoxb-test",
               "slack_signing_secret": SECRET, "slack_api_url": fake_slack.base_url,
               "port": 0, "admin_user_ids": ["UADMIN"], "stream_update_interval_s": 0.05,
               "feedback_path": tmp_path / "feedback.jsonl", **overrides}
@@ -244,6 +265,10 @@ def test_very_long_answer_is_split_within_slack_limits(bot: Bot) -> None:
             if block["type"] == "section":
                 assert len(block["text"]["text"]) <= SECTION_TEXT_LIMIT
         assert len(reply["text"]) <= 40_000
+    # the streamed preview stayed well inside Slack's 12,000 characters per call
+    streamed = [str(c.params.get("markdown_text") or "") for c in stream_calls(bot.slack)]
+    assert streamed and max(map(len, streamed)) <= STREAM_CALL_CHARS < 12_000
+    assert sum(map(len, streamed)) <= STREAM_TOTAL_CHARS
 
 
 def test_japanese_question_takes_the_japanese_path(bot: Bot) -> None:
@@ -274,6 +299,13 @@ def test_slash_status_and_help(bot: Bot) -> None:
     assert status == 200
     version = bot.ctx.service.index.version
     assert version and version in response and "chunks" in response
+    info = bot.ctx.service.status()
+    text = response
+    assert f"documents: {info['documents']}" in text and info["documents"] == 11
+    assert f"last indexed: {time.strftime('%Y-%m-%d', time.localtime(info['last_indexed']))}" \
+        in text
+    assert f"model: `{info['model']}` on `cpu`" in text
+    assert "retrieval mode: `hybrid`" in text
     status, response = bot.send_command("help")
     assert status == 200 and "/kotae reindex" in response
 
@@ -290,7 +322,7 @@ def test_admin_reindex_reports_progress_and_summary(
         settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
         fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
     admin_bot = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
-                         tmp_path, docs_dir=sample_docs)
+                         tmp_path, docs_dir=sample_docs, reindex_progress_interval_s=0)
     try:
         status, _response = admin_bot.send_command("reindex --full", user="UADMIN")
         assert status == 200
@@ -304,6 +336,8 @@ def test_admin_reindex_reports_progress_and_summary(
             time.sleep(0.1)
         final = updates[-1]
         assert "Reindex finished" in final and "added 11" in final
+        # KOTAE_REINDEX_PROGRESS_INTERVAL_S=0: every step shows, in place, before the summary
+        assert any(": embedding " in u and " chunks " in u for u in updates[:-1])
         assert admin_bot.ctx.service.index.version is not None  # switched in, now serving
     finally:
         admin_bot.server.stop()
@@ -361,6 +395,7 @@ def test_healthz_reports_the_index(bot: Bot) -> None:
         health = json.loads(response.read())
     assert response.status == 200 and health["ok"] is True
     assert health["index_version"] == bot.ctx.service.index.version and health["chunks"] > 0
+    assert health["embedding_device"] == "cpu"
 
 
 def test_without_streaming_the_reply_grows_by_edits(bot: Bot) -> None:
@@ -402,3 +437,266 @@ def test_workspace_admins_may_reindex_when_allowed(
             time.sleep(0.1)
     finally:
         allowed.server.stop()
+
+
+# --- Slack's limits and failures: rate limits, long threads, used-up response URLs ---
+
+
+def test_a_rate_limited_progress_edit_is_retried_after_retry_after(bot: Bot) -> None:
+    bot.slack.fail("chat.startStream", error="unknown_method")
+    bot.slack.fail("chat.update", "ratelimited", status=429, retry_after=0, times=1,
+                   when=is_progress_edit)
+    bot.llm.push(Reply(text="The on-call handoff is every Monday at 10:00 JST, in the ops "
+                            "channel, with the pager passed on in person [1].",
+                       chunk_delay_s=0.03))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.002000"), "Ev20")
+    [reply] = bot.wait_for_final("C1", "1600000000.002000")
+    assert "Monday at 10:00 JST" in blocks_text(reply["blocks"])
+    assert "Sorry" not in blocks_text(reply["blocks"])
+    limited, retried = bot.slack.calls("chat.update")[:2]
+    assert retried.params == limited.params  # the same edit again, after Retry-After
+
+
+def test_a_progress_edit_slack_keeps_refusing_is_skipped(bot: Bot) -> None:
+    bot.slack.fail("chat.startStream", error="unknown_method")
+    # two 429s: the edit and its one retry both refused
+    bot.slack.fail("chat.update", "ratelimited", status=429, times=2, when=is_progress_edit)
+    bot.llm.push(Reply(text="The on-call handoff is every Monday at 10:00 JST, in the ops "
+                            "channel, with the pager passed on in person [1].",
+                       chunk_delay_s=0.03))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.002100"), "Ev21")
+    [reply] = bot.wait_for_final("C1", "1600000000.002100")
+    text = blocks_text(reply["blocks"])
+    assert "Monday at 10:00 JST" in text and "Sources" in text and "Sorry" not in text
+
+
+def thread_of(parent: str, replies: int) -> list[dict[str, Any]]:
+    messages = [{"user": "U1", "text": "<@UBOT> message 0", "ts": parent}]
+    for number in range(1, replies + 1):
+        author = {"user": "U1"} if number % 2 else {"user": "UBOT", "bot_id": "BBOT"}
+        messages.append({**author, "text": f"message {number}",
+                         "ts": f"1600000000.{int(parent[-6:]) + number:06d}"})
+    return messages
+
+
+def test_thread_history_keeps_the_newest_messages_of_a_long_thread(
+        settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
+        fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer, tmp_path: Path) -> None:
+    history_bot = make_bot(settings, embeddings, sample_index_dir, fake_slack, fake_openai,
+                           tmp_path, thread_history_messages=5)
+    try:
+        parent = "1600000000.003000"
+        fake_slack.set_thread("C1", parent, thread_of(parent, 29))  # 30 messages
+        fake_slack.replies_page_max = 15  # as Slack pages for some apps: several pages here
+        fake_openai.push(Reply(text="What is message 29 about?"), Reply(text="It is [1]."))
+        history_bot.send_event(mention("and the last one?", "1600000000.003100",
+                                       thread_ts=parent), "Ev30")
+        history_bot.wait_for_final("C1", parent)
+        condense = fake_openai.requests[0].messages[-1]["content"]
+        for number in range(25, 30):
+            assert f"message {number}" in condense
+        assert "message 24" not in condense and "message 0" not in condense
+        pages = fake_slack.calls("conversations.replies")
+        assert len(pages) == 2 and pages[1].params.get("cursor")
+    finally:
+        history_bot.server.stop()
+
+
+def test_thread_history_of_zero_messages_does_not_read_the_thread(
+        settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
+        fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer, tmp_path: Path) -> None:
+    no_history = make_bot(settings, embeddings, sample_index_dir, fake_slack, fake_openai,
+                          tmp_path, thread_history_messages=0)
+    try:
+        parent = "1600000000.003200"
+        fake_slack.set_thread("C1", parent, thread_of(parent, 3))
+        fake_openai.push(Reply(text="Monday [1]."))
+        no_history.send_event(mention("When is the handoff?", "1600000000.003300",
+                                      thread_ts=parent), "Ev32")
+        no_history.wait_for_final("C1", parent)
+        assert not fake_slack.calls("conversations.replies")
+        assert len(fake_openai.requests) == 1  # no history, so no condense step
+    finally:
+        no_history.server.stop()
+
+
+@pytest.fixture
+def broken_index_dir(tmp_path: Path) -> Path:
+    """An index whose served version has an unreadable manifest: reading it raises a plain
+    (non-domain) error, as a disk or a half-copied backup might."""
+    index_dir = tmp_path / "broken-index"
+    (index_dir / "versions" / "v1").mkdir(parents=True)
+    (index_dir / "versions" / "v1" / "manifest.json").write_text("{not json", "utf-8")
+    (index_dir / "CURRENT").write_text("v1", "utf-8")
+    return index_dir
+
+
+def test_private_answer_failure_is_told_through_the_response_url(
+        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
+        fake_openai: FakeOpenAIServer, tmp_path: Path, broken_index_dir: Path) -> None:
+    broken = make_bot(settings, embeddings, broken_index_dir, fake_slack, fake_openai,
+                      tmp_path)
+    try:
+        fake_slack.fail("chat.postMessage", "not_in_channel")  # so: answer privately
+        status, _response = broken.send_command("When is the on-call handoff?")
+        assert status == 200
+        [apology] = fake_slack.wait_for("response_url", timeout=10)
+        assert "couldn't answer that" in (apology.text or "")
+        assert "went wrong on my side" in (apology.text or "")
+        assert "Traceback" not in json.dumps(apology.params)
+        assert "JSONDecodeError" not in json.dumps(apology.params)
+    finally:
+        broken.server.stop()
+
+
+def test_status_that_cannot_be_read_is_still_acknowledged(
+        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
+        fake_openai: FakeOpenAIServer, tmp_path: Path, broken_index_dir: Path) -> None:
+    broken = make_bot(settings, embeddings, broken_index_dir, fake_slack, fake_openai,
+                      tmp_path)
+    try:
+        status, response = broken.send_command("status")
+        assert status == 200
+        assert "couldn't read the index status" in response and "Traceback" not in response
+    finally:
+        broken.server.stop()
+
+
+def wait_for_reindex(bot: Bot) -> None:
+    wait_until(lambda: bot.ctx.reindex.running is None)
+
+
+def test_reindex_through_the_response_url_keeps_a_use_for_the_summary(
+        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
+        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+    private = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
+                       tmp_path, docs_dir=sample_docs, reindex_progress_interval_s=0)
+    try:
+        fake_slack.fail("chat.postMessage", "not_in_channel")  # the bot is not in the channel
+        private.send_command("reindex --full", user="UADMIN")
+        wait_until(lambda: any("Reindex finished" in (c.text or "")
+                               for c in fake_slack.calls("response_url")))
+        responses = fake_slack.calls("response_url")
+        assert len(responses) <= 5 and not fake_slack.calls(RESPONSE_URL_REFUSED)
+        assert "started a full reindex" in (responses[0].text or "")
+        assert "Reindex finished" in (responses[-1].text or "")
+        wait_for_reindex(private)
+    finally:
+        private.server.stop()
+
+
+def test_reindex_while_the_cli_holds_the_lock_is_answered_privately(
+        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
+        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+    locked = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
+                      tmp_path, docs_dir=sample_docs)
+    try:
+        with IndexLayout(tmp_path / "index").lock("kotae index (cli, test)"):
+            locked.send_command("reindex", user="UADMIN")
+            [busy] = fake_slack.wait_for("response_url", timeout=10)
+            wait_for_reindex(locked)
+        assert "kotae index (cli, test)" in (busy.text or "")
+        assert not fake_slack.calls("chat.postMessage")  # nothing public, nothing to rewrite
+    finally:
+        locked.server.stop()
+
+
+def test_reindex_without_docs_dir_refreshes_the_indexed_folders(
+        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
+        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+    from retrieval.indexer import Indexer
+
+    team_docs = sample_docs  # "the team's documents", somewhere else than the bundled samples
+    (team_docs / "team-only.md").write_text("# Team\n\nThe team offsite is in May.\n", "utf-8")
+    no_docs_dir = Settings(_env_file=None,  # type: ignore[call-arg]
+                           **settings.model_dump(exclude={"docs_dir"}))
+    assert "docs_dir" not in no_docs_dir.model_fields_set  # KOTAE_DOCS_DIR unset
+    index_dir = tmp_path / "index"
+    first = Indexer(no_docs_dir.model_copy(update={"index_dir": index_dir}),
+                    embeddings).run([team_docs])
+    assert first.switched and len(first.added) == 12
+    (team_docs / "late-note.md").write_text("# Late\n\nAdded after the first index.\n", "utf-8")
+
+    bot = make_bot(no_docs_dir, embeddings, index_dir, fake_slack, fake_openai, tmp_path,
+                   reindex_progress_interval_s=0)
+    try:
+        bot.send_command("reindex", user="UADMIN")
+        wait_until(lambda: any("Reindex finished" in (c.text or "")
+                               for c in fake_slack.calls("chat.update")))
+        wait_for_reindex(bot)
+        summary = fake_slack.calls("chat.update")[-1].text or ""
+        assert "added 1, updated 0, removed 0, unchanged 12" in summary
+        assert bot.ctx.service.status()["documents"] == 13
+    finally:
+        bot.server.stop()
+
+
+# --- streaming ---
+
+
+def test_streamed_text_is_neutralised_and_stopped_with_the_sources(bot: Bot) -> None:
+    bot.llm.push(Reply(text="Tell <!channel> and <@U999> & <https://evil.example|a link>: "
+                            "the handoff is on Monday [1].", chunk_delay_s=0.02))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.004000"), "Ev40")
+    [reply] = bot.wait_for_final("C1", "1600000000.004000")
+    streamed = "".join(str(c.params.get("markdown_text") or "") for c in stream_calls(bot.slack))
+    assert "handoff is on Monday [1]." in streamed
+    assert "<!channel>" not in streamed and "<@U999>" not in streamed and "<https" not in streamed
+    assert "&lt;!channel&gt;" in streamed and "&lt;@U999&gt;" in streamed
+    [stop] = bot.slack.calls("chat.stopStream")
+    closing = blocks_text(stop.blocks or [])
+    assert "Sources" in closing and "kotae_feedback_up" in closing
+    assert "handoff is on Monday" not in closing  # the answer text is not appended twice
+    final = blocks_text(reply["blocks"])  # then chat.update swapped in the Block Kit answer
+    assert "handoff is on Monday [1]" in final and "&lt;!channel&gt;" in final
+
+
+def test_a_streamed_reply_slack_will_not_edit_stays_the_answer(bot: Bot) -> None:
+    bot.slack.fail("chat.update", "cant_update_message")
+    bot.llm.push(Reply(text="The handoff is every Monday at 10:00 JST [1].",
+                       chunk_delay_s=0.02))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.004100"), "Ev41")
+    [reply] = bot.wait_for_final("C1", "1600000000.004100")
+    time.sleep(0.3)
+    assert len(bot.bot_replies("C1", "1600000000.004100")) == 1  # not posted a second time
+    text = blocks_text(reply["blocks"])
+    assert "every Monday at 10:00 JST [1]." in reply["text"]
+    assert "Sources" in text and "kotae_feedback_up" in text
+
+
+# --- surfaces without a test so far ---
+
+
+def test_same_message_under_two_event_ids_is_answered_once(bot: Bot) -> None:
+    bot.llm.push(Reply(text="Monday [1].", chunk_delay_s=0.02))
+    event = mention("When is the on-call handoff?", "1600000000.005000")
+    assert bot.send_event(event, "Ev50-a")[0] == 200
+    assert bot.send_event(event, "Ev50-b")[0] == 200  # e.g. a second subscription's copy
+    bot.wait_for_final("C1", "1600000000.005000")
+    time.sleep(0.5)
+    assert len(bot.bot_replies("C1", "1600000000.005000")) == 1
+    assert len(bot.llm.requests) == 1
+
+
+def test_url_verification_is_answered_with_the_challenge(bot: Bot) -> None:
+    status, text, _elapsed = post_signed(f"{bot.url}/slack/events",
+                                         url_verification_body("3eZbrw1aBm2rZgRNFdxV2595E9CY3gm"),
+                                         SECRET)
+    assert status == 200
+    assert json.loads(text) == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gm"}
+
+
+def test_final_message_refused_ends_in_an_apology(bot: Bot) -> None:
+    def has_feedback_buttons(call: SlackCall) -> bool:
+        return "kotae_feedback" in blocks_text(call.blocks or [])
+
+    # Slack refuses the answer's blocks wherever they go; the apology (no buttons) lands
+    bot.slack.fail("chat.update", "invalid_blocks", when=has_feedback_buttons)
+    bot.slack.fail("chat.postMessage", "invalid_blocks", when=has_feedback_buttons)
+    bot.slack.fail("chat.stopStream", "invalid_blocks", when=has_feedback_buttons)
+    bot.llm.push(Reply(text="Monday [1].", chunk_delay_s=0.02))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.005100"), "Ev51")
+    [reply] = bot.wait_for_final("C1", "1600000000.005100")
+    text = blocks_text(reply["blocks"])
+    assert "Sorry — I couldn't answer that" in text and "went wrong on my side" in text
+    assert "Traceback" not in text and "invalid_blocks" not in text

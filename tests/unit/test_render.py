@@ -18,6 +18,7 @@ from bot.render import (
     FEEDBACK_DOWN_ACTION_ID,
     FEEDBACK_UP_ACTION_ID,
     SlackMessage,
+    escape_mrkdwn,
     markdown_to_mrkdwn,
     render_answer,
     render_error,
@@ -787,3 +788,21 @@ def test_render_error_truncates_long_reasons() -> None:
     [block] = render_error("x" * 10_000)
     check_block(block)
     assert block["text"]["text"].endswith("…")
+
+
+# --- what a streamed reply needs (bot/replies.py streams raw text, then stops with these) ---
+
+
+def test_trailer_is_everything_but_the_answer_text() -> None:
+    [message] = render_answer(answer("Monday [1].", notice="The model was slow."))
+    trailer = json.dumps(message.trailer, ensure_ascii=False)
+    assert "Sources" in trailer and FEEDBACK_UP_ACTION_ID in trailer
+    assert "The model was slow." in trailer and "Monday [1]." not in trailer
+    assert all(block in message.blocks for block in message.trailer)
+
+
+def test_escaping_pieces_equals_escaping_the_whole() -> None:
+    text = "Tell <!channel> & <@U123>: a<b && c>d"
+    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
+    assert "".join(map(escape_mrkdwn, pieces)) == escape_mrkdwn(text)
+    assert "<" not in escape_mrkdwn(text) and ">" not in escape_mrkdwn(text)
