@@ -15,11 +15,8 @@ about one 256-token passage per second, so `all` is the default only where a GPU
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,19 +32,6 @@ from retrieval.errors import IndexMissing
 from retrieval.settings import Settings
 from retrieval.types import RetrievalMode, SearchHit
 from retrieval.versions import LiveIndex
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _search_pool() -> ThreadPoolExecutor:
-    """Threads for dense searches, shared by every retriever of the process."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1),
-                                       thread_name_prefix="kotae-dense-search")
-        return _pool
 
 
 def default_mode(settings: Settings) -> RetrievalMode:
@@ -158,17 +142,12 @@ class HybridRetriever(BaseRetriever):
         started = time.perf_counter()
         q_dense, q_sparse = query_views.dense[0], query_views.sparse[0]
         n = max(k, self.candidates)
-        dense_search: Future[tuple[np.ndarray, np.ndarray]] | None = None
+        dense_scores = dense_rows = sparse_scores = sparse_rows = None
         if mode != "sparse":
-            # FAISS releases the GIL: the lexical side runs on this thread meanwhile
-            dense_search = _search_pool().submit(store.search_dense, q_dense[None, :], n)
-        sparse_scores = sparse_rows = None
+            scores, rows = store.search_dense(q_dense[None, :], n)
+            dense_scores, dense_rows = scores[0], rows[0]
         if mode != "dense":  # in mode dense, lexical scores would not change the ranking
             sparse_scores, sparse_rows = store.sparse_scores(q_sparse)
-        dense_scores = dense_rows = None
-        if dense_search is not None:
-            scores, rows = dense_search.result()
-            dense_scores, dense_rows = scores[0], rows[0]
         candidates = merge_candidates(dense_scores, dense_rows, sparse_scores, sparse_rows, n,
                                       store.vectors, q_dense)
         timings["search_s"] = time.perf_counter() - started
