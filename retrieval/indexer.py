@@ -103,6 +103,10 @@ def default_roots(settings: Settings) -> list[Path]:
     return [settings.docs_dir]
 
 
+def _is_under(key: str, root: str) -> bool:
+    return key == root or key.startswith(root.rstrip("/") + "/")
+
+
 class Indexer:
     """Turns folders of documents into a published index version."""
 
@@ -115,7 +119,8 @@ class Indexer:
             holder: str = "cli", progress: ProgressCallback | None = None) -> IndexSummary:
         """Index `paths` (default: `default_roots`) as the whole corpus.
 
-        Files indexed before but absent from `paths` are removed from the index.
+        Files indexed before but absent from `paths` are removed from the index, except those
+        under a path that does not exist at all (kept, and the path reported as failed).
         """
         report = progress or (lambda _p: None)
         started = time.perf_counter()
@@ -130,8 +135,7 @@ class Indexer:
     def _run_locked(self, roots: list[Path], full: bool,
                     report: ProgressCallback) -> IndexSummary:
         summary = IndexSummary()
-        missing_roots = [str(r) for r in roots if not r.exists()]
-        summary.failed.extend((r, "no such file or folder") for r in missing_roots)
+        missing_roots = [source_key(r) for r in roots if not r.exists()]
         paths = iter_source_paths([r for r in roots if r.exists()])
         report(IndexProgress("scanning", files_total=len(paths)))
         hashes = {source_key(p): (p, hash_file(p)) for p in paths}
@@ -144,8 +148,17 @@ class Indexer:
             previous = read_file_records(self.layout.version_dir(current))
         changed = [key for key, (_p, h) in hashes.items()
                    if key not in previous or previous[key].file_hash != h]
-        summary.unchanged = sorted(k for k in hashes if k not in changed)
-        summary.removed = sorted(k for k in previous if k not in hashes)
+        gone = [k for k in previous if k not in hashes]
+        # A folder that is not there (unmounted, renamed, a typo) is a failure, not a deletion:
+        # its files keep their chunks until a run can see the folder again.
+        kept = {root: [k for k in gone if _is_under(k, root)] for root in missing_roots}
+        kept_keys = {k for keys in kept.values() for k in keys}
+        summary.failed.extend(
+            (root, "no such file or folder" + (f"; kept what was indexed from it ({len(keys)} "
+                                               "files)" if keys else ""))
+            for root, keys in kept.items())
+        summary.unchanged = sorted([*(k for k in hashes if k not in changed), *kept_keys])
+        summary.removed = sorted(k for k in gone if k not in kept_keys)
         if reuse and not changed and not summary.removed:
             summary.version = current
             summary.chunks_total = self._count(current)

@@ -175,3 +175,27 @@ def test_an_index_without_recorded_folders_is_refreshed_file_by_file(
     second = Indexer(unset, embeddings).run()
     assert second.updated == [changed.resolve().as_posix()] and not second.removed
     assert len(second.unchanged) == len(first.added) - 1
+
+
+def test_a_missing_folder_keeps_its_files_instead_of_removing_them(
+        indexer: Indexer, settings: Settings, sample_docs: Path, tmp_path: Path) -> None:
+    team = tmp_path / "team-share"
+    team.mkdir()
+    (team / "wiki.md").write_text("# Wiki\n\nThe VPN gateway is vpn.example.com.\n", "utf-8")
+    indexer.run([sample_docs, team])
+    before = served_chunks(settings)
+    unmounted = tmp_path / "unmounted"
+    team.rename(unmounted)
+
+    summary = indexer.run([sample_docs, team])
+    wiki = (team / "wiki.md").resolve().as_posix()
+    assert summary.removed == []
+    assert wiki in summary.unchanged
+    assert [(source, reason) for source, reason in summary.failed] == [
+        (team.resolve().as_posix(),
+         "no such file or folder; kept what was indexed from it (1 files)")]
+    assert served_chunks(settings) == before
+
+    unmounted.rename(team)
+    (team / "wiki.md").unlink()  # a folder that is there again: its deletions count
+    assert indexer.run([sample_docs, team]).removed == [wiki]
