@@ -48,6 +48,29 @@ def wait_for_bot_reply(slack: FakeSlackAPI, channel: str, thread_ts: str,
     raise AssertionError("no reply in the thread")
 
 
+def wait_for_health(process: subprocess.Popen, port: int, timeout: float = 90) -> dict | None:
+    """GET /healthz until the server answers (None if the process exits or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return json.loads(response.read())
+        except (URLError, ConnectionError):
+            time.sleep(0.3)
+    return None
+
+
+def stop(process: subprocess.Popen) -> str:
+    """Ctrl-C the server as a user would; its whole output."""
+    process.send_signal(signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return output
+
+
 def mention_event(ts: str) -> dict:
     return {"type": "app_mention", "user": "U1", "text": "<@UBOT> When is the on-call handoff?",
             "ts": ts, "channel": "C1", "event_ts": ts, "team": "T1", "client_msg_id": f"m{ts}"}
@@ -71,15 +94,7 @@ def test_kotae_serve_http_answers_once_under_retries(
     process = subprocess.Popen([sys.executable, "-m", "kotae", "serve"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        health = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                    health = json.loads(response.read())
-                    break
-            except (URLError, ConnectionError):
-                time.sleep(0.3)
+        health = wait_for_health(process, port)
         assert health is not None, "kotae serve did not come up"
         assert health["index_version"] and health["chunks"] > 0
         assert health["embedding_device"] == "cpu"
@@ -95,12 +110,7 @@ def test_kotae_serve_http_answers_once_under_retries(
         assert "Every Monday at 10:00 JST [1]" in blocks and "Sources" in blocks
         assert len(fake_openai.requests) == 1
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output, _ = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
+        output = stop(process)
     assert "xoxb-serve" not in output and "sk-serve" not in output and SECRET not in output
 
 
@@ -167,22 +177,9 @@ def test_make_demo_serves_the_bot_when_slack_tokens_are_in_dot_env(
     process = subprocess.Popen([sys.executable, "-m", "kotae", "demo"], env=env, cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        health = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                    health = json.loads(response.read())
-                    break
-            except (URLError, ConnectionError):
-                time.sleep(0.3)
+        health = wait_for_health(process, port)
         assert health is not None, "kotae demo did not start the bot"
         assert health["ok"] and health["chunks"] > 0
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output, _ = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
+        output = stop(process)
     assert "listening on" in output and "xoxb-dotenv" not in output
