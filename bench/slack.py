@@ -16,6 +16,7 @@ listener waits for a free pool thread, so their ack — which Slack needs within
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -53,6 +54,8 @@ from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_signing import event_body, post_signed, slash_body
 
 SECRET = "bench-secret"
+# Words that open and close the fake model's answer, and are in no source or status message.
+ANSWER_START, ANSWER_END = "Handoff-start", "handoff-end"
 ROOT = Path(__file__).resolve().parent.parent
 FORM = "application/x-www-form-urlencoded"
 
@@ -109,27 +112,43 @@ def run_burst(url: str, slack: FakeSlackAPI, mentions: int, commands: int,
         jobs += [pool.submit(command, n) for n in range(commands)]
         for job in jobs:
             job.result()
-    first_visible = wait_first_visible(slack, sent_at, timeout=300)
+    replies = wait_replies(slack, sent_at, timeout=300)
     return {"event_ack": event_acks, "command_ack": command_acks,
-            "failed_commands": failed_commands, "first_visible": first_visible}
+            "failed_commands": failed_commands, **replies}
 
 
-def wait_first_visible(slack: FakeSlackAPI, sent_at: dict[str, float],
-                       timeout: float) -> list[float]:
-    """Seconds from each mention to the first message the bot made visible in its thread."""
+def wait_replies(slack: FakeSlackAPI, sent_at: dict[str, float],
+                 timeout: float) -> dict[str, list[float]]:
+    """Seconds from each mention to the first message the bot made visible in its thread
+    (`first_visible`), to the first call that showed the start of the model's answer there
+    (`first_answer`: streamed, edited in or posted whole) and to the first that showed all of
+    it (`answer_complete`)."""
     deadline = time.monotonic() + timeout
-    visible: dict[str, float] = {}
-    while len(visible) < len(sent_at) and time.monotonic() < deadline:
-        for call in slack.all_calls:
-            if call.method not in ("chat.postMessage", "chat.startStream"):
-                continue
-            thread = str(call.params.get("thread_ts", ""))
-            if thread in sent_at and thread not in visible:
-                visible[thread] = call.received_at - sent_at[thread]
+    answered: set[str] = set()
+    while len(answered) < len(sent_at) and time.monotonic() < deadline:
+        answered = {thread for thread in sent_at if any(
+            ANSWER_END in json.dumps(message, ensure_ascii=False)
+            for message in slack.thread_messages("C1", thread) if message.get("bot_id"))}
         time.sleep(0.05)
-    if len(visible) < len(sent_at):
-        raise RuntimeError(f"only {len(visible)}/{len(sent_at)} threads got a reply")
-    return list(visible.values())
+    if len(answered) < len(sent_at):
+        raise RuntimeError(f"only {len(answered)}/{len(sent_at)} threads got an answer")
+    thread_of = {str(message["ts"]): thread for thread in sent_at
+                 for message in slack.thread_messages("C1", thread)}
+    seen: dict[str, dict[str, float]] = {
+        "first_visible": {}, "first_answer": {}, "answer_complete": {}}
+    for call in slack.all_calls:
+        thread = str(call.params.get("thread_ts") or thread_of.get(str(call.params.get("ts"))))
+        if not call.method.startswith("chat.") or thread not in sent_at:
+            continue
+        after = call.received_at - sent_at[thread]
+        params = json.dumps(call.params, ensure_ascii=False)
+        if call.method in ("chat.postMessage", "chat.startStream"):
+            seen["first_visible"].setdefault(thread, after)
+        if ANSWER_START in params:
+            seen["first_answer"].setdefault(thread, after)
+        if ANSWER_END in params:
+            seen["answer_complete"].setdefault(thread, after)
+    return {key: list(by_thread.values()) for key, by_thread in seen.items()}
 
 
 def serve_child(kind: str, settings: BotSettings) -> None:
@@ -188,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         model = ensure_model(TINY_DIR, "TINY")
         with FakeOpenAIServer() as llm, FakeSlackAPI() as slack:
             llm.responder = lambda _request: Reply(
-                text="On-call handoff is every Monday at 10:00 JST [1].", delay_s=args.llm_delay)
+                text=f"{ANSWER_START}: on-call handoff is every Monday at 10:00 JST [1], "
+                     f"{ANSWER_END}.",
+                delay_s=args.llm_delay)
             env = {**{k: v for k, v in os.environ.items()
                       if not k.startswith(("KOTAE_", "SLACK_", "OPENAI_"))},
                    "KOTAE_EMBEDDING_MODEL": str(model), "KOTAE_EMBEDDING_DEVICE": "cpu",
@@ -213,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         return [ms(p50(samples)), ms(p99(samples))] if samples else ["—", "—"]
 
     for label, key in (("event ack", "event_ack"), ("slash command ack", "command_ack"),
-                       ("first visible reply", "first_visible")):
+                       ("first visible reply", "first_visible"),
+                       ("first answer text", "first_answer"),
+                       ("answer complete", "answer_complete")):
         rows.append([label, *cells(ours[key]), *cells(stock[key])])
     rows.append(["slash commands not acked in 3 s (of "
                  f"{args.commands})", len(ours["failed_commands"]), "",
@@ -232,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         "bge-m3, bundled samples. *Stock Bolt*: `App()` with its default 5-thread listener "
         "pool, answering inside the listener. *First visible reply*: time until the bot's "
         "first message in the thread (kotae: the streamed answer, or the \"you're in the "
-        "queue\" note, posted once a question has waited 0.5 s).",
+        "queue\" note, posted once a question has waited 0.5 s). *First answer text* / "
+        "*answer complete*: until the start / the end of the model's answer shows in the "
+        "thread (streamed, edited in or posted whole).",
         table(["", "kotae p50", "kotae p99", "stock Bolt p50", "stock Bolt p99"], rows),
         f"Goal: ack p99 < 100 ms — {met(worst_ack < 0.1)} (kotae's worst ack p99: "
         f"{ms(worst_ack)}). Slack gives up on an ack after 3 s.",
