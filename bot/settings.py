@@ -33,9 +33,10 @@ class BotSettings(Settings):
     workspace_admins_are_admins: bool = Field(
         False, description="also let workspace admins/owners reindex (checked with users.info)")
 
-    # An answer mostly waits on the chat model, so this is sized for concurrent model calls
-    # (what the endpoint allows), not for CPU cores; measured in bench/slack.py.
-    answer_workers: int = Field(16, ge=1, description="answers written at the same time")
+    # An answer mostly waits on the chat model, so more workers than cores pays; but their
+    # Python work competes with acks for the GIL. Measured in bench/slack.py on 2 cores (50
+    # mentions at once): 4 answered slower than stock Bolt, 16 pushed ack p99 past 100 ms.
+    answer_workers: int = Field(8, ge=1, description="answers written at the same time")
     answers_per_user: int = Field(2, ge=1, description="answers per user at the same time")
     answer_queue_limit: int = Field(100, ge=1, description="waiting answers before refusing")
     queued_notice_after_s: float = Field(
