@@ -13,6 +13,10 @@ class IndexMissing(KotaeError):
     """No index has been built yet at the configured location."""
 
 
+class IndexPathMissing(KotaeError):
+    """A folder to index does not exist, and going on would drop what was indexed from it."""
+
+
 class IndexLocked(KotaeError):
     """Another indexer holds the index lock."""
 

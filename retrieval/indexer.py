@@ -16,6 +16,7 @@ from pathlib import Path
 
 from retrieval.chunking import Chunk, chunk_source
 from retrieval.embeddings import BGEM3Embeddings
+from retrieval.errors import IndexPathMissing
 from retrieval.loaders import SourceFile, hash_file, iter_source_paths, load_path
 from retrieval.settings import Settings
 from retrieval.store import (
@@ -103,8 +104,8 @@ def default_roots(settings: Settings) -> list[Path]:
     return [settings.docs_dir]
 
 
-def _is_under(key: str, root: str) -> bool:
-    return key == root or key.startswith(root.rstrip("/") + "/")
+def _is_under(key: str, folder: str) -> bool:
+    return key.startswith(folder.rstrip("/") + "/")
 
 
 class Indexer:
@@ -141,18 +142,24 @@ class Indexer:
         hashes = {source_key(p): (p, hash_file(p)) for p in paths}
 
         current = self.layout.current_version()
-        previous: dict[str, FileRecord] = {}
+        served = read_file_records(self.layout.version_dir(current)) if current else {}
         reuse = current is not None and not full and self._compatible(current)
-        if reuse:
-            assert current is not None
-            previous = read_file_records(self.layout.version_dir(current))
+        previous = served if reuse else {}
         changed = [key for key, (_p, h) in hashes.items()
                    if key not in previous or previous[key].file_hash != h]
         gone = [k for k in previous if k not in hashes]
         # A folder that is not there (unmounted, renamed, a typo) is a failure, not a deletion:
-        # its files keep their chunks until a run can see the folder again.
-        kept = {root: [k for k in gone if _is_under(k, root)] for root in missing_roots}
+        # its files keep their chunks until a run can see the folder again. (A missing path
+        # that was itself an indexed file is a deleted file, and goes.)
+        kept = {root: [k for k in served if k not in hashes and _is_under(k, root)]
+                for root in missing_roots}
         kept_keys = {k for keys in kept.values() for k in keys}
+        if kept_keys and not reuse:
+            absent = ", ".join(root for root, keys in kept.items() if keys)
+            raise IndexPathMissing(
+                f"{absent} does not exist, and a rebuild from scratch would drop the "
+                f"{len(kept_keys)} files indexed from it. The index keeps serving its current "
+                "version: mount or fix the folder, or leave it out of the paths to index.")
         summary.failed.extend(
             (root, "no such file or folder" + (f"; kept what was indexed from it ({len(keys)} "
                                                "files)" if keys else ""))

@@ -199,3 +199,27 @@ def test_a_missing_folder_keeps_its_files_instead_of_removing_them(
     unmounted.rename(team)
     (team / "wiki.md").unlink()  # a folder that is there again: its deletions count
     assert indexer.run([sample_docs, team]).removed == [wiki]
+
+
+def test_a_full_rebuild_with_a_missing_folder_is_refused_and_keeps_serving(
+        indexer: Indexer, settings: Settings, sample_docs: Path, tmp_path: Path) -> None:
+    from retrieval.errors import IndexPathMissing
+
+    team = tmp_path / "team-share"
+    team.mkdir()
+    (team / "wiki.md").write_text("# Wiki\n\nThe VPN gateway is vpn.example.com.\n", "utf-8")
+    first = indexer.run([sample_docs, team])
+    team.rename(tmp_path / "unmounted")
+    with pytest.raises(IndexPathMissing, match="team-share does not exist"):
+        indexer.run([sample_docs, team], full=True)
+    assert IndexLayout(settings.index_dir).current_version() == first.version
+
+
+def test_a_deleted_file_given_as_a_path_is_removed_not_kept(
+        indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    single = sample_docs / "oncall-runbook.md"
+    indexer.run([sample_docs / "expense-ja.md", single])
+    single.unlink()
+    summary = indexer.run([sample_docs / "expense-ja.md", single])
+    assert summary.removed == [single.resolve().as_posix()]
+    assert single.resolve().as_posix() not in served_chunks(settings)
