@@ -32,6 +32,17 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms == 0, 1.0, norms)
 
 
+def _views(embedding: Embeddings, texts: list[str]) -> tuple[np.ndarray, list[dict[int, float]]]:
+    """Normalised dense vectors, and sparse weights where the model has them (bge-m3)."""
+    if isinstance(embedding, BGEM3Embeddings):
+        views = embedding.encode_passages(texts)
+        return views.dense, views.sparse
+    if not texts:
+        return np.zeros((0, 0), np.float32), []
+    dense = _normalised(np.asarray(embedding.embed_documents(texts), np.float32))
+    return dense, [{} for _ in texts]
+
+
 def _document(chunk: StoredChunk) -> Document:
     return Document(page_content=chunk.text, metadata=chunk.metadata, id=chunk.chunk_id)
 
@@ -53,6 +64,10 @@ class HybridVectorStore(VectorStore):
                   ids: list[str] | None = None, **kwargs: Any) -> list[str]:
         """Insert or replace (by id) texts; ids are generated when not given."""
         texts = list(texts)
+        return self._add(texts, *_views(self.embedding, texts), metadatas, ids)
+
+    def _add(self, texts: list[str], dense: np.ndarray, sparse: list[dict[int, float]],
+             metadatas: list[dict] | None, ids: list[str] | None) -> list[str]:
         if not texts:
             return []
         metadatas = [dict(m) for m in metadatas] if metadatas else [{} for _ in texts]
@@ -60,12 +75,6 @@ class HybridVectorStore(VectorStore):
             str(uuid.uuid4()) for _ in texts]
         if not len(texts) == len(metadatas) == len(ids):
             raise ValueError("texts, metadatas and ids differ in length")
-        if isinstance(self.embedding, BGEM3Embeddings):
-            views = self.embedding.encode_passages(texts)
-            dense, sparse = views.dense, views.sparse
-        else:
-            dense = _normalised(np.asarray(self.embedding.embed_documents(texts), np.float32))
-            sparse = [{} for _ in texts]
         self.store.add(ids, texts, metadatas, dense, sparse)
         return ids
 
@@ -120,7 +129,8 @@ class HybridVectorStore(VectorStore):
         """A new store in `folder` (required: the docstore is a SQLite file there)."""
         if folder is None:
             raise ValueError("HybridVectorStore.from_texts needs folder=... for its files")
-        dim = len(embedding.embed_query(texts[0] if texts else "dimension probe"))
+        dense, sparse = _views(embedding, texts)  # one pass: the dimension comes with it
+        dim = dense.shape[1] if len(texts) else len(embedding.embed_query("dimension probe"))
         vectorstore = cls(HybridStore(Path(folder), dim, device=faiss_device), embedding)
-        vectorstore.add_texts(texts, metadatas, ids=ids)
+        vectorstore._add(texts, dense, sparse, metadatas, ids)
         return vectorstore

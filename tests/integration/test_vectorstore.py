@@ -56,3 +56,22 @@ def test_retriever_interface_and_refusal_to_delete_everything(
     with pytest.raises(ValueError, match="ids"):
         vectorstore.delete()
     assert vectorstore.get_by_ids(["vpn"])[0].metadata == {"n": 1}
+
+
+def test_from_texts_embeds_each_text_once(tmp_path: Path) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    class CountingEmbedding(DeterministicFakeEmbedding):
+        calls: int = 0
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            self.calls += len(texts)
+            return super().embed_documents(texts)
+
+        def embed_query(self, text: str) -> list[float]:
+            self.calls += 1
+            return super().embed_query(text)
+
+    counting = CountingEmbedding(size=8)
+    vectorstore = HybridVectorStore.from_texts(["a", "b", "c"], counting, folder=tmp_path / "s")
+    assert counting.calls == 3 and vectorstore.store.count == 3
