@@ -100,7 +100,7 @@ def render_answer(answer: Answer, *, feedback: bool = True) -> list[SlackMessage
     """
     head: list[Block] = []
     if answer.notice:
-        head.append(_context(f":warning: {_escape(_single_line(answer.notice))}"))
+        head.append(_context(f":warning: {escape_mrkdwn(_single_line(answer.notice))}"))
 
     body = [_section(text) for text in split_mrkdwn(markdown_to_mrkdwn(answer.text))]
 
@@ -135,7 +135,7 @@ def render_progress(partial_markdown: str) -> str:
 
 def render_error(reason: str) -> list[Block]:
     """Blocks for a short apology; the bot must never go silent on a failure."""
-    text = f":warning: Sorry — I couldn't answer that: {_escape(_single_line(reason))}"
+    text = f":warning: Sorry — I couldn't answer that: {escape_mrkdwn(_single_line(reason))}"
     return [_section(_truncate_plain(text, SECTION_TEXT_LIMIT))]
 
 
@@ -199,7 +199,7 @@ def _block(node: SyntaxTreeNode) -> str:
         return _HR
     if node.children:
         return _join_blocks(node.children, "\n\n")
-    return _escape(node.content)
+    return escape_mrkdwn(node.content)
 
 
 def _list_item(item: SyntaxTreeNode) -> str:
@@ -236,7 +236,7 @@ def _prefix_lines(text: str, prefix: str) -> str:
 
 def _fence(code: str) -> str:
     # The language tag is dropped: Slack would show it as the first line of code.
-    body = _escape(code.rstrip("\n"))
+    body = escape_mrkdwn(code.rstrip("\n"))
     return f"{FENCE}\n{body}\n{FENCE}" if body.strip() else ""
 
 
@@ -262,7 +262,7 @@ def _table(table: SyntaxTreeNode) -> str:
     rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
     lines = [line(rows[0]), rule, *(line(row) for row in rows[1:])]
     # Pad first, escape after: `&amp;` is five characters but one column.
-    return f"{FENCE}\n{_escape(chr(10).join(lines))}\n{FENCE}"
+    return f"{FENCE}\n{escape_mrkdwn(chr(10).join(lines))}\n{FENCE}"
 
 
 def _cell_align(cell: SyntaxTreeNode) -> str:
@@ -320,7 +320,7 @@ def _pieces(nodes: list[SyntaxTreeNode], *, emphasis: bool) -> list[_Piece]:
             out.append("\n")
         elif kind == "code_inline":
             opening, closing = _marker_pair("`", "`")
-            out += [opening, _escape(node.content), closing]
+            out += [opening, escape_mrkdwn(node.content), closing]
         elif kind in ("em", "strong", "s"):
             inner = _pieces(node.children, emphasis=emphasis)
             if emphasis:
@@ -336,7 +336,7 @@ def _pieces(nodes: list[SyntaxTreeNode], *, emphasis: bool) -> list[_Piece]:
         elif node.children:
             out += _pieces(node.children, emphasis=emphasis)
         else:
-            out.append(_escape(node.content))
+            out.append(escape_mrkdwn(node.content))
     return out
 
 
@@ -403,10 +403,10 @@ def _link(href: str, label: str) -> str:
         return f"[{label}]"  # `[1](...)`: keep the citation marker, not a link
     url = _slack_url(href)
     if url is None:
-        return _escape(label)
+        return escape_mrkdwn(label)
     if not label or label in (href, href.removeprefix("mailto:")):
         return f"<{url}>"
-    return f"<{url}|{_escape(label)}>"
+    return f"<{url}|{escape_mrkdwn(label)}>"
 
 
 def _slack_url(href: str) -> str | None:
@@ -432,9 +432,9 @@ def _linkify(text: str) -> str:
         while url.endswith(")") and url.count(")") > url.count("("):
             url = url[:-1]
         end = match.start() + len(url)
-        out += [_escape(text[start : match.start()]), f"<{_slack_url(url)}>"]
+        out += [escape_mrkdwn(text[start : match.start()]), f"<{_slack_url(url)}>"]
         start = end
-    out.append(_escape(text[start:]))
+    out.append(escape_mrkdwn(text[start:]))
     return "".join(out)
 
 
@@ -452,9 +452,6 @@ def escape_mrkdwn(text: str) -> str:
     the model or quoted from a document stay text. Character by character, so escaping the
     pieces of a text one at a time gives the same result as escaping it whole."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-_escape = escape_mrkdwn
 
 
 def _single_line(text: str) -> str:
@@ -713,19 +710,20 @@ def _sources_mrkdwn(citations: list[Citation], *, with_snippets: bool) -> str:
         snippet = _single_line(citation.snippet)
         if with_snippets and snippet:
             # A snippet is document text: escaped, and no ``` that would open a code block.
-            quoted = _escape(_truncate_plain(snippet, SNIPPET_CHARS)).replace(FENCE, "`\u200b``")
+            quoted = escape_mrkdwn(_truncate_plain(snippet, SNIPPET_CHARS)).replace(
+                FENCE, "`\u200b``")
             lines.append(f"> {quoted}")
     return "\n".join(lines)
 
 
 def _citation_line(citation: Citation) -> str:
     short = _short_source(citation.source)
-    title = _escape(_label(citation.title) or short or "untitled")
-    trail = "".join(f" › {_escape(h)}" for h in map(_label, citation.heading_path) if h)
+    title = escape_mrkdwn(_label(citation.title) or short or "untitled")
+    trail = "".join(f" › {escape_mrkdwn(h)}" for h in map(_label, citation.heading_path) if h)
     url = _slack_url(citation.url or "") or _slack_url(citation.source)
     if url:
         return f"[{citation.number}] <{url}|{title}>{trail}"
-    path = f" · `{_escape(short.replace('`', ''))}`" if short and short != title else ""
+    path = f" · `{escape_mrkdwn(short.replace('`', ''))}`" if short and short != title else ""
     return f"[{citation.number}] *{title}*{trail}{path}"
 
 
