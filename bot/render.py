@@ -133,10 +133,12 @@ def render_progress(partial_markdown: str) -> str:
     return _keep_end(text, PROGRESS_TEXT_LIMIT)
 
 
-def render_error(reason: str) -> list[Block]:
-    """Blocks for a short apology; the bot must never go silent on a failure."""
+def render_apology(reason: str) -> SlackMessage:
+    """A short apology, wherever it goes (thread, response URL): the bot must never go silent
+    on a failure. `reason` is shown as plain text."""
     text = f":warning: Sorry — I couldn't answer that: {escape_mrkdwn(_single_line(reason))}"
-    return [_section(_truncate_plain(text, SECTION_TEXT_LIMIT))]
+    text = _truncate_plain(text, SECTION_TEXT_LIMIT)
+    return SlackMessage(text=text, blocks=[_section(text)])
 
 
 def split_mrkdwn(text: str, limit: int = SECTION_TEXT_LIMIT) -> list[str]:

@@ -20,7 +20,7 @@ from bot.render import (
     SlackMessage,
     escape_mrkdwn,
     render_answer,
-    render_error,
+    render_apology,
     render_progress,
 )
 from retrieval.chain import Turn
@@ -306,15 +306,14 @@ class ThreadAnswerer:
 
     def apologize(self, question: Question, reason: str, reply: GrowingReply | None = None
                   ) -> None:
-        blocks = render_error(reason)
-        text = "Sorry — I couldn't answer that: " + escape_mrkdwn(reason)
+        apology = render_apology(reason)
         try:
             if reply is not None and reply.ts is not None:
-                reply.finish([SlackMessage(text=text, blocks=blocks)])
+                reply.finish([apology])
             else:
                 self.client.chat_postMessage(channel=question.channel,
-                                             thread_ts=question.thread_ts, text=text,
-                                             blocks=blocks)
+                                             thread_ts=question.thread_ts, text=apology.text,
+                                             blocks=apology.blocks)
         except SlackApiError as error:
             logger.error("could not post the apology: %s", error.response.get("error"))
 

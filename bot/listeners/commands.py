@@ -10,7 +10,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk.errors import SlackApiError
 
 from bot.context import BotContext
-from bot.render import escape_mrkdwn, render_answer, render_error
+from bot.render import render_answer, render_apology
 from bot.replies import Question, failure_reason
 
 logger = logging.getLogger(__name__)
@@ -85,9 +85,8 @@ def ask(ctx: BotContext, command: dict[str, Any], text: str, respond: Respond) -
                     respond(text=message.text, blocks=message.blocks)
             except Exception as error:  # never silent: the asker hears why
                 logger.exception("private answer in %s failed", channel)
-                reason = failure_reason(error)
-                respond(text=f":warning: Sorry — I couldn't answer that: {escape_mrkdwn(reason)}",
-                        blocks=render_error(reason))
+                apology = render_apology(failure_reason(error))
+                respond(text=apology.text, blocks=apology.blocks)
 
         outcome = ctx.queue.submit(user, answer_privately, on_wait=lambda: respond(
             text=":hourglass: You're in the queue — the answer will follow."))

@@ -21,7 +21,7 @@ from bot.render import (
     escape_mrkdwn,
     markdown_to_mrkdwn,
     render_answer,
-    render_error,
+    render_apology,
     render_progress,
 )
 from retrieval.types import Answer, Citation
@@ -729,7 +729,7 @@ def test_many_sources_are_split_into_sections() -> None:
     assert source_text.count("*Related sources*") == 1
 
 
-# --- render_progress / render_error ---
+# --- render_progress / render_apology ---
 
 
 def test_progress_closes_unclosed_fence() -> None:
@@ -774,20 +774,21 @@ def test_progress_of_empty_text_is_not_empty() -> None:
     assert render_progress("") == "…"
 
 
-def test_render_error_blocks() -> None:
-    blocks = render_error("the index is <!channel> missing & stale")
-    for block in blocks:
+def test_apology_text_and_blocks_say_the_same() -> None:
+    apology = render_apology("the index is <!channel> missing & stale")
+    for block in apology.blocks:
         check_block(block)
-    assert blocks[0]["text"]["text"] == (
-        ":warning: Sorry — I couldn't answer that: "
-        "the index is &lt;!channel&gt; missing &amp; stale"
-    )
+    expected = (":warning: Sorry — I couldn't answer that: "
+                "the index is &lt;!channel&gt; missing &amp; stale")
+    assert apology.blocks[0]["text"]["text"] == apology.text == expected
+    assert apology.trailer == []
 
 
-def test_render_error_truncates_long_reasons() -> None:
-    [block] = render_error("x" * 10_000)
+def test_apology_truncates_long_reasons() -> None:
+    apology = render_apology("x" * 10_000)
+    [block] = apology.blocks
     check_block(block)
-    assert block["text"]["text"].endswith("…")
+    assert block["text"]["text"].endswith("…") and apology.text == block["text"]["text"]
 
 
 # --- what a streamed reply needs (bot/replies.py streams raw text, then stops with these) ---
