@@ -208,24 +208,30 @@ class GrowingReply:
             logger.info("chat.stopStream failed: %s", error.response.get("error"))
         return False
 
-    def finish(self, messages: list[SlackMessage]) -> None:
+    def finish(self, messages: list[SlackMessage], answer_text: str | None) -> None:
         """Replace the growing reply with the final message(s); post the rest after it.
 
-        A streamed reply first gets the rest of the text and the trailer (sources, buttons)
-        through chat.stopStream, then chat.update swaps in the final Block Kit rendering. Where
-        Slack refuses that edit, the stopped stream already is a complete answer, unless it
-        was cut short; only then is the final message posted again.
+        `answer_text` is the final answer's text (markers renumbered, invented ones dropped);
+        None when `messages` are an apology. What was streamed is the model's raw text, so the
+        stream stands for the answer only when it is exactly `answer_text`: then the rest of it
+        and the trailer (sources, buttons) go out through chat.stopStream, and where Slack
+        refuses the chat.update that swaps in the final Block Kit rendering, the stopped
+        stream stays as the answer. Otherwise (markers renumbered, an answer cut short by a
+        failed model, an apology) nothing more is streamed, and a refused edit means the final
+        message is posted.
         """
         first, rest = messages[0], messages[1:]
         q = self.question
-        if self._stream_open:
+        is_answer = answer_text is not None and self.text.strip() == answer_text.strip()
+        if self._stream_open and is_answer:
             try:
                 self._stream_pending()
             except SlackApiError as error:
                 logger.info("could not stream the end of the answer: %s",
                             error.response.get("error"))
-        complete = (self._close_stream(first.trailer if not rest else [])
-                    and not self._stream_full and self._sent == len(self.text))
+        streamed_answer = is_answer and not self._stream_full and self._sent == len(self.text)
+        trailer = first.trailer if streamed_answer and not rest else []
+        complete = self._close_stream(trailer) and streamed_answer
         replaced = False
         if self.ts is not None:
             try:
@@ -293,7 +299,7 @@ class ThreadAnswerer:
                     reply.append(event)
             if final is None:
                 raise RuntimeError("the answer chain ended without an answer")
-            reply.finish(render_answer(final))
+            reply.finish(render_answer(final), final.text)
             if self.on_answer is not None:
                 self.on_answer(final, question)
             return final
@@ -309,7 +315,7 @@ class ThreadAnswerer:
         apology = render_apology(reason)
         try:
             if reply is not None and reply.ts is not None:
-                reply.finish([apology])
+                reply.finish([apology], answer_text=None)
             else:
                 self.client.chat_postMessage(channel=question.channel,
                                              thread_ts=question.thread_ts, text=apology.text,

@@ -18,6 +18,7 @@ import email.policy
 import itertools
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ RESPONSE_URL = "response_url"
 # ... and posts beyond Slack's limit of RESPONSE_URL_USES per URL, answered 404 `used_url`.
 RESPONSE_URL_REFUSED = "response_url_refused"
 RESPONSE_URL_USES = 5
+# A `fail()` status: the connection is closed without an answer, as a network failure does.
+DROP_CONNECTION = 0
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,10 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/api/"):
             method = url.path[len("/api/") :].strip("/")
             status, payload, extra = fake.handle(SlackCall(method, params, headers))
+            if status == DROP_CONNECTION:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             content_type = "application/json; charset=utf-8"
         elif url.path.startswith("/response_url/"):
@@ -291,8 +298,10 @@ class FakeSlackAPI(BackgroundServer):
     ) -> None:
         """Make `method` answer `{"ok": false, "error": error}` — for `times` calls, or until
         `clear_failures()`. `status=429` answers like Slack's rate limiter, with a
-        `Retry-After: <retry_after>` header. `when` limits the failure to the calls it accepts
-        (e.g. only those carrying blocks); other calls succeed and do not count."""
+        `Retry-After: <retry_after>` header; `status=DROP_CONNECTION` closes the connection
+        without any answer (slack_sdk retries that once by itself). `when` limits the failure
+        to the calls it accepts (e.g. only those carrying blocks); other calls succeed and do
+        not count."""
         with self._lock:
             self._failures[method] = _Failure(error, status, times, retry_after, when)
 

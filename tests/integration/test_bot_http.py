@@ -24,7 +24,12 @@ from retrieval.service import KotaeService
 from retrieval.settings import Settings
 from retrieval.versions import IndexLayout
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
-from tests.fakes.slack_api import RESPONSE_URL_REFUSED, FakeSlackAPI, SlackCall
+from tests.fakes.slack_api import (
+    DROP_CONNECTION,
+    RESPONSE_URL_REFUSED,
+    FakeSlackAPI,
+    SlackCall,
+)
 from tests.fakes.slack_signing import (
     action_body,
     event_body,
@@ -662,6 +667,53 @@ def test_a_streamed_reply_slack_will_not_edit_stays_the_answer(bot: Bot) -> None
     text = blocks_text(reply["blocks"])
     assert "every Monday at 10:00 JST [1]." in reply["text"]
     assert "Sources" in text and "kotae_feedback_up" in text
+
+
+def streamed_text(slack: FakeSlackAPI) -> str:
+    return "".join(str(c.params.get("markdown_text") or "") for c in stream_calls(slack))
+
+
+def test_a_renumbered_answer_slack_will_not_edit_is_posted_as_rendered(bot: Bot) -> None:
+    """The stream carries the model's raw `[2]`; the answer says `[1]`. Where the stream cannot
+    be edited into the answer, the answer is posted: the raw text is not what was answered."""
+    bot.slack.fail("chat.update", "cant_update_message")
+    bot.llm.push(Reply(text="The handoff is every Monday at 10:00 JST [2].",
+                       chunk_delay_s=0.02))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.004200"), "Ev42")
+    bot.wait_for_final("C1", "1600000000.004200")
+    assert "The handoff is" in streamed_text(bot.slack)
+    [posted] = [c for c in bot.slack.calls("chat.postMessage")
+                if c.params.get("thread_ts") == "1600000000.004200"]
+    final = blocks_text(posted.blocks or [])
+    assert "every Monday at 10:00 JST [1]." in final and "[2]" not in final
+    assert "Sources" in final and "kotae_feedback_up" in final
+    [stop] = bot.slack.calls("chat.stopStream")
+    assert not stop.blocks  # no sources under text whose markers they do not match
+
+
+def test_an_answer_cut_short_by_the_model_is_not_left_as_the_streamed_text(bot: Bot) -> None:
+    bot.slack.fail("chat.update", "cant_update_message")
+    bot.llm.push(Reply(text="The handoff is every Monday at 10:00 JST, in the ops channel [1].",
+                       chunk_delay_s=0.02, fail_after_chunks=4))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.004300"), "Ev43")
+    bot.wait_for_final("C1", "1600000000.004300")
+    assert "The handoff is every" in streamed_text(bot.slack)
+    [posted] = [c for c in bot.slack.calls("chat.postMessage")
+                if c.params.get("thread_ts") == "1600000000.004300"]
+    assert posted.blocks  # the final message (sources, or an apology) follows the partial one
+
+
+def test_an_apology_does_not_first_stream_the_rest_of_the_failed_answer(bot: Bot) -> None:
+    # the connection to Slack fails mid-stream (the append and slack_sdk's own retry of it):
+    # the answer ends in an apology, which replaces the partial text without streaming more
+    bot.slack.fail("chat.appendStream", status=DROP_CONNECTION, times=2)
+    bot.llm.push(Reply(text="The handoff is every Monday at 10:00 JST, in the ops channel [1].",
+                       chunk_delay_s=0.05))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.004400"), "Ev44")
+    [reply] = bot.wait_for_final("C1", "1600000000.004400")
+    assert "Sorry — I couldn't answer that" in blocks_text(reply["blocks"])
+    assert bot.slack.calls("chat.startStream")
+    assert len(bot.slack.calls("chat.appendStream")) == 2  # the two dropped: nothing after
 
 
 # --- surfaces without a test so far ---
