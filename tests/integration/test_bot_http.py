@@ -15,6 +15,7 @@ import pytest
 
 from bot.app import create_app
 from bot.context import BotContext
+from bot.reindex import ProgressBoard
 from bot.render import SECTION_TEXT_LIMIT
 from bot.replies import STREAM_CALL_CHARS, STREAM_TOTAL_CHARS
 from bot.server import HttpServer
@@ -573,19 +574,23 @@ def wait_for_reindex(bot: Bot) -> None:
 
 def test_reindex_through_the_response_url_keeps_a_use_for_the_summary(
         settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # no gap between progress posts, so progress alone would use the URL up
+    monkeypatch.setattr(ProgressBoard, "RESPONSE_URL_GAP_S", 0.0)
     private = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
                        tmp_path, docs_dir=sample_docs, reindex_progress_interval_s=0)
     try:
         fake_slack.fail("chat.postMessage", "not_in_channel")  # the bot is not in the channel
         private.send_command("reindex --full", user="UADMIN")
-        wait_until(lambda: any("Reindex finished" in (c.text or "")
-                               for c in fake_slack.calls("response_url")))
-        responses = fake_slack.calls("response_url")
-        assert len(responses) <= 5 and not fake_slack.calls(RESPONSE_URL_REFUSED)
-        assert "started a full reindex" in (responses[0].text or "")
-        assert "Reindex finished" in (responses[-1].text or "")
+        wait_until(lambda: fake_slack.calls("response_url"))  # the request has been taken
         wait_for_reindex(private)
+        responses = fake_slack.calls("response_url")
+        assert len(responses) == 5 and not fake_slack.calls(RESPONSE_URL_REFUSED)
+        assert "started a full reindex" in (responses[0].text or "")
+        # three progress posts: every use to spare, and not one more
+        assert all("started a full reindex: " in (r.text or "") for r in responses[1:-1])
+        assert "Reindex finished" in (responses[-1].text or "")
     finally:
         private.server.stop()
 
