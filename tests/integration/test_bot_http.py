@@ -39,6 +39,7 @@ from tests.fakes.slack_signing import (
     slash_body,
     url_verification_body,
 )
+from tests.helpers import wait_until
 
 SECRET = "test-signing-secret"
 FORM = "application/x-www-form-urlencoded"
@@ -102,13 +103,6 @@ def blocks_text(blocks: list[dict[str, Any]]) -> str:
 def stream_calls(slack: FakeSlackAPI) -> list[SlackCall]:
     return [c for c in slack.all_calls
             if c.method in ("chat.startStream", "chat.appendStream", "chat.stopStream")]
-
-
-def wait_until(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def is_progress_edit(call: SlackCall) -> bool:
@@ -569,7 +563,7 @@ def test_status_that_cannot_be_read_is_still_acknowledged(
 
 
 def wait_for_reindex(bot: Bot) -> None:
-    wait_until(lambda: bot.ctx.reindex.running is None)
+    wait_until(lambda: bot.ctx.reindex.running is None, timeout=60)
 
 
 def test_reindex_through_the_response_url_keeps_a_use_for_the_summary(
@@ -583,7 +577,7 @@ def test_reindex_through_the_response_url_keeps_a_use_for_the_summary(
     try:
         fake_slack.fail("chat.postMessage", "not_in_channel")  # the bot is not in the channel
         private.send_command("reindex --full", user="UADMIN")
-        wait_until(lambda: fake_slack.calls("response_url"))  # the request has been taken
+        wait_until(lambda: fake_slack.calls("response_url"), timeout=60)  # request taken
         wait_for_reindex(private)
         responses = fake_slack.calls("response_url")
         assert len(responses) == 5 and not fake_slack.calls(RESPONSE_URL_REFUSED)
@@ -632,7 +626,7 @@ def test_reindex_without_docs_dir_refreshes_the_indexed_folders(
     try:
         bot.send_command("reindex", user="UADMIN")
         wait_until(lambda: any("Reindex finished" in (c.text or "")
-                               for c in fake_slack.calls("chat.update")))
+                               for c in fake_slack.calls("chat.update")), timeout=60)
         wait_for_reindex(bot)
         summary = fake_slack.calls("chat.update")[-1].text or ""
         assert "added 1, updated 0, removed 0, unchanged 12" in summary

@@ -6,6 +6,7 @@ import threading
 import time
 
 from bot.workers import AnswerQueue
+from tests.helpers import wait_until
 
 
 def blocking_job(release: threading.Event, log: list[str], name: str):  # type: ignore[no-untyped-def]
@@ -14,13 +15,6 @@ def blocking_job(release: threading.Event, log: list[str], name: str):  # type: 
         release.wait(5)
         log.append(f"end {name}")
     return job
-
-
-def wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_per_user_limit_queues_the_same_user_but_not_others() -> None:
