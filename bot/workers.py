@@ -97,13 +97,11 @@ class AnswerQueue:
             with self._lock:
                 if self._closed:
                     return
-                now = time.monotonic()
-                due = [p for p in self._waiting
-                       if not p.noticed and p.on_wait and now - p.since >= self._notice_after_s]
+                due, next_check = self._due_notices(time.monotonic())
                 for pending in due:
                     pending.noticed = True
                 if not due:
-                    self._lock.wait(timeout=self._next_check(now))
+                    self._lock.wait(timeout=next_check)
             for pending in due:
                 try:
                     assert pending.on_wait is not None
@@ -111,13 +109,22 @@ class AnswerQueue:
                 except Exception:
                     logger.exception("queued notice failed")
 
-    def _next_check(self, now: float) -> float | None:
-        """Seconds until the next waiting job is due a notice; None (sleep until `submit` or
-        `shutdown` wakes us) when no job waits for one. Never 0: `wait(0)` would spin."""
-        since = [p.since for p in self._waiting if not p.noticed and p.on_wait]
-        if not since:
-            return None
-        return max(MIN_CHECK_S, min(since) + self._notice_after_s - now)
+    def _due_notices(self, now: float) -> tuple[list[_Pending], float | None]:
+        """The waiting jobs due a notice now, and the seconds until the next one is due: None
+        (sleep until `submit` or `shutdown` wakes us) when no other job waits for one. Never 0:
+        `wait(0)` would spin."""
+        due: list[_Pending] = []
+        oldest: float | None = None
+        for pending in self._waiting:
+            if pending.noticed or not pending.on_wait:
+                continue
+            if now - pending.since >= self._notice_after_s:
+                due.append(pending)
+            elif oldest is None or pending.since < oldest:
+                oldest = pending.since
+        if oldest is None:
+            return due, None
+        return due, max(MIN_CHECK_S, oldest + self._notice_after_s - now)
 
     @property
     def busy(self) -> int:
