@@ -27,17 +27,31 @@ logger = logging.getLogger(__name__)
 def make_client(settings: BotSettings) -> WebClient:
     if settings.slack_bot_token is None:
         raise ValueError("SLACK_BOT_TOKEN is not set (xoxb-…, from OAuth & Permissions)")
-    # Slack answers bursts (progress edits, many answers at once) with HTTP 429 and a
-    # Retry-After; one retry after that wait turns most of them into a short delay.
+    # Slack answers bursts (many answers at once) with HTTP 429 and a Retry-After; one retry
+    # after that wait turns most of them into a short delay for the messages that must land.
     return WebClient(token=settings.slack_bot_token.get_secret_value(),
                      base_url=settings.slack_api_url,
                      retry_handlers=[*default_retry_handlers(),
                                      RateLimitErrorRetryHandler(max_retry_count=1)])
 
 
-def create_app(settings: BotSettings, service: KotaeService,
-               client: WebClient | None = None) -> tuple[App, BotContext]:
+def best_effort_client(client: WebClient) -> WebClient:
+    """`client` without the wait for Retry-After, for calls that may be skipped (streamed
+    text, progress edits, thinking status, reindex progress): a rate-limited one is dropped
+    at once rather than stall the thread writing the answer or the index."""
+    return WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout,
+                     ssl=client.ssl, proxy=client.proxy, headers=dict(client.headers),
+                     team_id=client.default_params.get("team_id"),
+                     retry_handlers=[handler for handler in client.retry_handlers
+                                     if not isinstance(handler, RateLimitErrorRetryHandler)])
+
+
+def create_app(settings: BotSettings, service: KotaeService, client: WebClient | None = None,
+               progress_client: WebClient | None = None) -> tuple[App, BotContext]:
+    """`client` posts what must land (answers, apologies, summaries); `progress_client` what
+    may be skipped (default: `client` without the rate-limit retry)."""
     client = client or make_client(settings)
+    progress_client = progress_client or best_effort_client(client)
     signing_secret = (settings.slack_signing_secret.get_secret_value()
                       if settings.slack_signing_secret else "")
     app = App(
@@ -64,10 +78,12 @@ def create_app(settings: BotSettings, service: KotaeService,
             service.embeddings.token_length, bot_user_id=bot_user_id,
             history_messages=settings.thread_history_messages,
             history_tokens=settings.thread_history_tokens,
-            interval_s=settings.stream_update_interval_s, on_answer=remember),
+            interval_s=settings.stream_update_interval_s, on_answer=remember,
+            progress_client=progress_client),
         reindex=ReindexCoordinator(client, service.reindex, settings.admin_user_ids,
                                    settings.workspace_admins_are_admins,
-                                   update_interval_s=settings.reindex_progress_interval_s),
+                                   update_interval_s=settings.reindex_progress_interval_s,
+                                   progress_client=progress_client),
         feedback=feedback,
     )
     events.register(app, ctx)

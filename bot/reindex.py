@@ -61,8 +61,10 @@ def summary_text(summary: IndexSummary) -> str:
 
 class ReindexCoordinator:
     def __init__(self, client: WebClient, reindex: Reindex, admin_user_ids: list[str],
-                 workspace_admins_are_admins: bool, update_interval_s: float = 1.0) -> None:
+                 workspace_admins_are_admins: bool, update_interval_s: float = 1.0,
+                 progress_client: WebClient | None = None) -> None:
         self.client = client
+        self.progress_client = progress_client or client  # progress edits: never wait out a 429
         self._reindex = reindex
         self._admins = set(admin_user_ids)
         self._workspace_admins = workspace_admins_are_admins
@@ -120,7 +122,7 @@ class ReindexCoordinator:
         # The public message goes up only once the indexer holds the lock (its first progress
         # report): when another indexer (e.g. `kotae index` from the CLI) holds it, the admin
         # is told privately who does, and the channel hears nothing.
-        board = ProgressBoard(self.client, channel, respond)
+        board = ProgressBoard(self.client, channel, respond, self.progress_client)
         last_update = 0.0
 
         def on_progress(progress: IndexProgress) -> None:
@@ -158,14 +160,18 @@ class ProgressBoard:
     post — the slash command's response URL.
 
     Slack accepts at most RESPONSE_URL_USES posts to one response URL (within 30 minutes), so
-    progress there is sparse and one use is always kept for the summary.
+    progress there is sparse and one use is always kept for the summary. Progress edits go
+    through `progress_client`, which skips a rate-limited edit instead of holding up the
+    indexer for Retry-After.
     """
 
     RESPONSE_URL_USES = 5
     RESPONSE_URL_GAP_S = 30.0  # between progress posts through the response URL
 
-    def __init__(self, client: WebClient, channel: str, respond: Respond) -> None:
+    def __init__(self, client: WebClient, channel: str, respond: Respond,
+                 progress_client: WebClient | None = None) -> None:
         self.client, self.channel, self.respond = client, channel, respond
+        self.progress_client = progress_client or client
         self.ts: str | None = None
         self.started = False
         self._responses = 0
@@ -181,8 +187,10 @@ class ProgressBoard:
             self._respond(text)
 
     def progress(self, text: str) -> None:
-        """Best effort: skipped when the response URL has no use to spare."""
-        if self.ts is not None and self._update(text):
+        """Best effort: a refused edit of the channel message is skipped (the summary still
+        follows), and so is a post when the response URL has no use to spare."""
+        if self.ts is not None:
+            self._update(text, self.progress_client)
             return
         spare = self._responses < self.RESPONSE_URL_USES - 1
         if spare and time.monotonic() - self._last_response >= self.RESPONSE_URL_GAP_S:
@@ -190,16 +198,16 @@ class ProgressBoard:
 
     def finish(self, text: str) -> None:
         """Always delivered: the summary (or why there is none)."""
-        if self.ts is not None and self._update(text):
+        if self.ts is not None and self._update(text, self.client):
             return
         if self._responses >= self.RESPONSE_URL_USES:
             logger.warning("reindex summary could not be delivered: %s", text)
             return
         self._respond(text)
 
-    def _update(self, text: str) -> bool:
+    def _update(self, text: str, client: WebClient) -> bool:
         try:
-            self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+            client.chat_update(channel=self.channel, ts=self.ts, text=text)
             return True
         except SlackApiError as error:
             logger.info("progress update failed: %s", error.response.get("error"))

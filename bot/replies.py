@@ -109,12 +109,15 @@ class GrowingReply:
     Uses Slack's streaming API (chat.startStream/appendStream/stopStream) and falls back to
     posting a message and editing it (chat.update) where streaming is not available. The
     final Block Kit message replaces whatever was streamed. Everything before that final
-    message is best effort: a refused or rate-limited progress update is logged and skipped,
-    never allowed to cost the answer itself.
+    message is best effort, sent through `progress_client` (no wait for Retry-After): a
+    refused or rate-limited progress update is logged and skipped, never allowed to cost
+    or delay the answer itself.
     """
 
-    def __init__(self, client: WebClient, question: Question, interval_s: float) -> None:
+    def __init__(self, client: WebClient, question: Question, interval_s: float,
+                 progress_client: WebClient | None = None) -> None:
         self.client, self.question, self.interval_s = client, question, interval_s
+        self.progress_client = progress_client or client
         self.text = ""
         self.ts: str | None = None
         self._mode = "stream"  # stream -> update (fallback)
@@ -136,6 +139,9 @@ class GrowingReply:
                 self._stream_pending()
                 return
             except SlackApiError as error:
+                if error.response.status_code == 429:
+                    logger.info("streaming rate limited; the text follows with the next update")
+                    return
                 logger.info("streaming unavailable (%s); editing a message instead",
                             error.response.get("error"))
                 self._close_stream([])
@@ -160,14 +166,14 @@ class GrowingReply:
             pieces.append((0, "\n\n" + ELLIPSIS))
         for raw_length, markdown in pieces:
             if self.ts is None:
-                response = self.client.chat_startStream(
+                response = self.progress_client.chat_startStream(
                     channel=q.channel, thread_ts=q.thread_ts, markdown_text=markdown,
                     recipient_user_id=q.user, recipient_team_id=q.team)
                 self.ts = response["ts"]
                 self._stream_open = True
             else:
-                self.client.chat_appendStream(channel=q.channel, ts=self.ts,
-                                              markdown_text=markdown)
+                self.progress_client.chat_appendStream(channel=q.channel, ts=self.ts,
+                                                       markdown_text=markdown)
             self._sent += raw_length
             self._streamed += len(markdown)
         if fits < len(pending):
@@ -179,10 +185,10 @@ class GrowingReply:
         q = self.question
         progress = render_progress(self.text)
         if self.ts is None:
-            self.ts = self.client.chat_postMessage(channel=q.channel, thread_ts=q.thread_ts,
-                                                   text=progress)["ts"]
+            self.ts = self.progress_client.chat_postMessage(
+                channel=q.channel, thread_ts=q.thread_ts, text=progress)["ts"]
         else:
-            self.client.chat_update(channel=q.channel, ts=self.ts, text=progress)
+            self.progress_client.chat_update(channel=q.channel, ts=self.ts, text=progress)
         self._sent = len(self.text)
 
     def _close_stream(self, trailer: list[Block]) -> bool:
@@ -278,17 +284,19 @@ class ThreadAnswerer:
     def __init__(self, client: WebClient, stream: AnswerStream,
                  token_length: Callable[[str], int], *, bot_user_id: str | None,
                  history_messages: int, history_tokens: int, interval_s: float,
-                 on_answer: Callable[[Answer, Question], None] | None = None) -> None:
+                 on_answer: Callable[[Answer, Question], None] | None = None,
+                 progress_client: WebClient | None = None) -> None:
         self.client, self.stream, self.token_length = client, stream, token_length
+        self.progress_client = progress_client or client  # see GrowingReply
         self.bot_user_id = bot_user_id
         self.history_messages, self.history_tokens = history_messages, history_tokens
         self.interval_s = interval_s
         self.on_answer = on_answer
 
     def answer(self, question: Question) -> Answer | None:
-        status = ThinkingStatus(self.client, question)
+        status = ThinkingStatus(self.progress_client, question)
         status.start()
-        reply = GrowingReply(self.client, question, self.interval_s)
+        reply = GrowingReply(self.client, question, self.interval_s, self.progress_client)
         try:
             history = self.thread_history(question) if question.in_thread else []
             final: Answer | None = None

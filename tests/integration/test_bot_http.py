@@ -442,32 +442,91 @@ def test_workspace_admins_may_reindex_when_allowed(
 # --- Slack's limits and failures: rate limits, long threads, used-up response URLs ---
 
 
-def test_a_rate_limited_progress_edit_is_retried_after_retry_after(bot: Bot) -> None:
+RETRY_AFTER_S = 5
+ANSWER_TEXT = ("The on-call handoff is every Monday at 10:00 JST, in the ops channel, with the "
+               "pager passed on in person [1].")
+
+
+def has_blocks(call: SlackCall) -> bool:
+    return call.blocks is not None
+
+
+def test_a_rate_limited_progress_edit_is_skipped_without_waiting(bot: Bot) -> None:
     bot.slack.fail("chat.startStream", error="unknown_method")
-    bot.slack.fail("chat.update", "ratelimited", status=429, retry_after=0, times=1,
-                   when=is_progress_edit)
-    bot.llm.push(Reply(text="The on-call handoff is every Monday at 10:00 JST, in the ops "
-                            "channel, with the pager passed on in person [1].",
-                       chunk_delay_s=0.03))
+    bot.slack.fail("chat.update", "ratelimited", status=429, retry_after=RETRY_AFTER_S,
+                   times=1, when=is_progress_edit)
+    bot.llm.push(Reply(text=ANSWER_TEXT, chunk_delay_s=0.03))
     bot.send_event(mention("When is the on-call handoff?", "1600000000.002000"), "Ev20")
     [reply] = bot.wait_for_final("C1", "1600000000.002000")
     assert "Monday at 10:00 JST" in blocks_text(reply["blocks"])
     assert "Sorry" not in blocks_text(reply["blocks"])
-    limited, retried = bot.slack.calls("chat.update")[:2]
-    assert retried.params == limited.params  # the same edit again, after Retry-After
+    limited, after = bot.slack.calls("chat.update")[:2]
+    assert after.params != limited.params  # not sent again: the next edit carries more text
+    [final] = [c for c in bot.slack.calls("chat.update") if has_blocks(c)]
+    # the answer thread did not sleep out the Retry-After on a preview
+    assert final.received_at - limited.received_at < RETRY_AFTER_S - 2
 
 
-def test_a_progress_edit_slack_keeps_refusing_is_skipped(bot: Bot) -> None:
+def test_a_rate_limited_stream_append_keeps_streaming_without_waiting(bot: Bot) -> None:
+    bot.slack.fail("chat.appendStream", "ratelimited", status=429, retry_after=RETRY_AFTER_S,
+                   times=1)
+    bot.llm.push(Reply(text=ANSWER_TEXT, chunk_delay_s=0.03))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.002050"), "Ev20b")
+    [reply] = bot.wait_for_final("C1", "1600000000.002050")
+    assert "Monday at 10:00 JST" in blocks_text(reply["blocks"])
+    limited, *later = bot.slack.calls("chat.appendStream")
+    assert later  # still streaming: a 429 is not "streaming unavailable"
+    assert not [c for c in bot.slack.calls("chat.postMessage")
+                if c.params.get("thread_ts") == "1600000000.002050"]
+    [final] = [c for c in bot.slack.calls("chat.update") if has_blocks(c)]
+    assert final.received_at - limited.received_at < RETRY_AFTER_S - 2
+
+
+def test_a_rate_limited_final_answer_is_retried_after_retry_after(bot: Bot) -> None:
+    bot.slack.fail("chat.update", "ratelimited", status=429, retry_after=1, times=1,
+                   when=has_blocks)
+    bot.llm.push(Reply(text=ANSWER_TEXT, chunk_delay_s=0.01))
+    bot.send_event(mention("When is the on-call handoff?", "1600000000.002060"), "Ev20c")
+    bot.wait_for_final("C1", "1600000000.002060")
+    wait_until(lambda: len([c for c in bot.slack.calls("chat.update") if has_blocks(c)]) == 2)
+    limited, retried = [c for c in bot.slack.calls("chat.update") if has_blocks(c)]
+    assert retried.params == limited.params  # the same final message again...
+    assert retried.received_at - limited.received_at >= 1  # ...after Retry-After
+    [reply] = bot.bot_replies("C1", "1600000000.002060")
+    assert "kotae_feedback_up" in blocks_text(reply["blocks"])
+    assert "in person [1]" in blocks_text(reply["blocks"])
+
+
+def test_progress_edits_slack_keeps_refusing_are_skipped(bot: Bot) -> None:
     bot.slack.fail("chat.startStream", error="unknown_method")
-    # two 429s: the edit and its one retry both refused
     bot.slack.fail("chat.update", "ratelimited", status=429, times=2, when=is_progress_edit)
-    bot.llm.push(Reply(text="The on-call handoff is every Monday at 10:00 JST, in the ops "
-                            "channel, with the pager passed on in person [1].",
-                       chunk_delay_s=0.03))
+    bot.llm.push(Reply(text=ANSWER_TEXT, chunk_delay_s=0.03))
     bot.send_event(mention("When is the on-call handoff?", "1600000000.002100"), "Ev21")
     [reply] = bot.wait_for_final("C1", "1600000000.002100")
     text = blocks_text(reply["blocks"])
     assert "Monday at 10:00 JST" in text and "Sources" in text and "Sorry" not in text
+
+
+def test_a_rate_limited_reindex_progress_edit_does_not_hold_up_the_index(
+        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
+        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+    def is_progress(call: SlackCall) -> bool:
+        return "Reindex finished" not in (call.text or "")
+
+    admin_bot = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
+                         tmp_path, docs_dir=sample_docs, reindex_progress_interval_s=0)
+    try:
+        fake_slack.fail("chat.update", "ratelimited", status=429, retry_after=RETRY_AFTER_S,
+                        times=1, when=is_progress)
+        admin_bot.send_command("reindex --full", user="UADMIN")
+        wait_until(lambda: any("Reindex finished" in (c.text or "")
+                               for c in fake_slack.calls("chat.update")), timeout=60)
+        limited, *_rest, summary = fake_slack.calls("chat.update")
+        assert summary.received_at - limited.received_at < RETRY_AFTER_S - 2
+        assert not fake_slack.calls("response_url")  # a skipped edit is not posted elsewhere
+        wait_for_reindex(admin_bot)
+    finally:
+        admin_bot.server.stop()
 
 
 def thread_of(parent: str, replies: int) -> list[dict[str, Any]]:
