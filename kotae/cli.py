@@ -245,6 +245,10 @@ def serve() -> None:
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         _fail(ValueError("Set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)."))
     service = KotaeService(settings)
+    try:
+        service.check_answer_setup()  # a broken custom prompt stops here, not at a question
+    except KotaeError as error:
+        _fail(error)
     threading.Thread(target=_warm_up, args=(service,), daemon=True).start()
     bolt_app, _ctx = create_app(settings, service)
     if settings.slack_app_token is not None:
@@ -266,7 +270,8 @@ def serve() -> None:
 
 
 def _warm_up(service) -> None:  # type: ignore[no-untyped-def]
-    """Load the model before the first question; a failure is logged, and answered in Slack."""
+    """Load the model and the index before the first question (the answer chain is already
+    built: `serve` checks it before starting); a failure is logged, and answered in Slack."""
     try:
         _ = service.embeddings.flag_model
         service.index.store()

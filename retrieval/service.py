@@ -42,6 +42,12 @@ class KotaeService:
             self.settings, self.search, self.embeddings.token_length, self.mode,
             chat_model=self._chat_model)
 
+    def check_answer_setup(self) -> None:
+        """Build the answer chain now (prompt files checked, chat model configured) rather than
+        on the first question: a server should stop at startup on a broken KOTAE_PROMPTS_DIR
+        (PromptInvalid), not apologise to every user. Loads no model and reads no index."""
+        _ = self.chain
+
     def ask(self, question: str, history: Sequence[Turn] = (), *,
             mode: RetrievalMode | None = None) -> Answer:
         return self.chain.invoke(question, history, mode=mode)

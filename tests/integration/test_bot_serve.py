@@ -183,3 +183,27 @@ def test_make_demo_serves_the_bot_when_slack_tokens_are_in_dot_env(
     finally:
         output = stop(process)
     assert "listening on" in output and "xoxb-dotenv" not in output
+
+
+def test_serve_with_a_broken_prompts_dir_stops_at_startup(
+        fake_slack: FakeSlackAPI, tmp_path: Path) -> None:
+    """A KOTAE_PROMPTS_DIR mistake is found before the bot listens, not on the first question."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "answer.md").write_text("Answer the question in {language}.\n", "utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOTAE_", "OPENAI_", "SLACK_"))}
+    env.update({
+        "KOTAE_PROMPTS_DIR": str(prompts), "KOTAE_PORT": str(free_port()),
+        "KOTAE_EMBEDDING_MODEL": str(tmp_path / "no-model"), "KOTAE_EMBEDDING_DEVICE": "cpu",
+        "KOTAE_INDEX_DIR": str(tmp_path / "index"),
+        "KOTAE_FEEDBACK_PATH": str(tmp_path / "feedback.jsonl"),
+        "SLACK_BOT_TOKEN": "xoxb-serve", "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": fake_slack.base_url, "OPENAI_API_KEY": "sk-serve",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    })
+    result = subprocess.run([sys.executable, "-m", "kotae", "serve"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "answer.md" in result.stderr and "{sources}" in result.stderr
+    assert "Traceback" not in result.stderr and "listening on" not in result.stderr
