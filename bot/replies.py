@@ -43,6 +43,15 @@ HISTORY_MAX_PAGES = 5
 
 GENERIC_FAILURE = "something went wrong on my side. Please try again in a moment."
 
+# What a Slack call that may be skipped can raise: Slack's refusal, or the network (slack_sdk
+# lets urllib's errors through once its own connection retry is spent).
+SKIPPABLE = (SlackApiError, OSError)
+
+
+def _why(error: Exception) -> str:
+    return (str(error.response.get("error")) if isinstance(error, SlackApiError)
+            else type(error).__name__)
+
 
 def failure_reason(error: Exception) -> str:
     """What a user is told about a failure: a domain error explains itself; anything else is
@@ -138,6 +147,10 @@ class GrowingReply:
             try:
                 self._stream_pending()
                 return
+            except OSError as error:  # the network, after slack_sdk's own retry
+                logger.info("streaming failed (%s); the text follows with the next update",
+                            type(error).__name__)
+                return
             except SlackApiError as error:
                 if error.response.status_code == 429:
                     logger.info("streaming rate limited; the text follows with the next update")
@@ -148,9 +161,9 @@ class GrowingReply:
                 self._mode = "update"
         try:
             self._show_progress()
-        except SlackApiError as error:
+        except SKIPPABLE as error:
             logger.warning("progress update skipped (%s); the final message still follows",
-                           error.response.get("error"))
+                           _why(error))
 
     def _stream_pending(self) -> None:
         """Send what the model wrote since the last call, escaped like the final message (the
@@ -205,13 +218,13 @@ class GrowingReply:
             try:
                 self.client.chat_stopStream(channel=q.channel, ts=self.ts, blocks=trailer)
                 return True
-            except SlackApiError as error:
+            except SKIPPABLE as error:
                 logger.info("chat.stopStream refused the blocks (%s); stopping without",
-                            error.response.get("error"))
+                            _why(error))
         try:
             self.client.chat_stopStream(channel=q.channel, ts=self.ts)
-        except SlackApiError as error:
-            logger.info("chat.stopStream failed: %s", error.response.get("error"))
+        except SKIPPABLE as error:
+            logger.info("chat.stopStream failed: %s", _why(error))
         return False
 
     def finish(self, messages: list[SlackMessage], answer_text: str | None) -> None:
@@ -232,9 +245,8 @@ class GrowingReply:
         if self._stream_open and is_answer:
             try:
                 self._stream_pending()
-            except SlackApiError as error:
-                logger.info("could not stream the end of the answer: %s",
-                            error.response.get("error"))
+            except SKIPPABLE as error:
+                logger.info("could not stream the end of the answer: %s", _why(error))
         streamed_answer = is_answer and not self._stream_full and self._sent == len(self.text)
         trailer = first.trailer if streamed_answer and not rest else []
         complete = self._close_stream(trailer) and streamed_answer

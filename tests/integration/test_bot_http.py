@@ -761,17 +761,17 @@ def test_an_answer_cut_short_by_the_model_is_not_left_as_the_streamed_text(bot: 
     assert posted.blocks  # the final message (sources, or an apology) follows the partial one
 
 
-def test_an_apology_does_not_first_stream_the_rest_of_the_failed_answer(bot: Bot) -> None:
-    # the connection to Slack fails mid-stream (the append and slack_sdk's own retry of it):
-    # the answer ends in an apology, which replaces the partial text without streaming more
+def test_a_network_failure_mid_stream_skips_an_update_not_the_answer(bot: Bot) -> None:
+    # the connection to Slack drops on a stream append (and on slack_sdk's own retry of it):
+    # that update is skipped, the text follows with the next one, and the answer lands
     bot.slack.fail("chat.appendStream", status=DROP_CONNECTION, times=2)
     bot.llm.push(Reply(text="The handoff is every Monday at 10:00 JST, in the ops channel [1].",
                        chunk_delay_s=0.05))
     bot.send_event(mention("When is the on-call handoff?", "1600000000.004400"), "Ev44")
     [reply] = bot.wait_for_final("C1", "1600000000.004400")
-    assert "Sorry — I couldn't answer that" in blocks_text(reply["blocks"])
-    assert bot.slack.calls("chat.startStream")
-    assert len(bot.slack.calls("chat.appendStream")) == 2  # the two dropped: nothing after
+    text = blocks_text(reply["blocks"])
+    assert "every Monday at 10:00 JST" in text and "Sorry" not in text
+    assert len(bot.slack.calls("chat.appendStream")) > 2  # streaming went on after the drop
 
 
 # --- surfaces without a test so far ---
