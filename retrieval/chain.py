@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -27,7 +26,7 @@ from retrieval.errors import IndexMissing, LLMUnavailable
 from retrieval.language import LANGUAGE_NAMES, detect_language, message
 from retrieval.prompts import Prompts, load_prompts
 from retrieval.settings import Settings
-from retrieval.types import Answer, RetrievalMode, SearchHit
+from retrieval.types import Answer, RetrievalMode, SearchHit, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +35,6 @@ RELATED_LIMIT = 3
 # How a condensed follow-up reaches the answer model (prompts/answer.md, rule 6).
 ASKED_LABEL = "Question as asked"
 STANDALONE_LABEL = "Standalone question"
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One message of a conversation (Slack thread) before the question."""
-
-    role: str  # "user" | "assistant"
-    text: str
 
 
 Search = Callable[..., list[SearchHit]]  # (query, *, mode=None, timings=None) -> hits

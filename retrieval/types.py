@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 RetrievalMode = Literal["dense", "sparse", "hybrid", "all"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation (Slack thread) before the question."""
+
+    role: str  # "user" | "assistant"
+    text: str
 
 
 class SearchHit(BaseModel):
