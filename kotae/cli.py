@@ -1,68 +1,111 @@
 """`kotae`: index documents, search them, ask questions, serve the Slack bot.
 
-The edge where domain errors become one clear message (and exit code 1), never a traceback.
+The edge where domain errors become one clear message, never a traceback. Exit codes:
+0 done (an answer from the sources alone, or files skipped with reasons, still count),
+1 could not be done (no index, no model, a refused or failed run), 2 usage (a bad argument
+or setting), 130 interrupted (Ctrl-C; the index is left as it was).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
-from retrieval.errors import KotaeError
-from retrieval.settings import Settings
+from retrieval.errors import KotaeError, SettingsInvalid
+from retrieval.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
     from bot.settings import BotSettings
+    from retrieval.indexer import IndexSummary
+    from retrieval.service import KotaeService
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+DEMO_QUESTION = "経費精算の締め切りはいつですか？"
 
 app = typer.Typer(help="kotae (答え): answers from your team's documents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+                  pretty_exceptions_enable=False, rich_markup_mode=None, add_completion=False)
+console = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 ModeOption = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
-    typer.Option("--mode", "-m", help="dense | sparse | hybrid | all (default: by device)"),
+    typer.Option("--mode", "-m", metavar="MODE",
+                 help="dense | sparse | hybrid | all (default: all on a GPU, else hybrid)"),
 ]
+JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="print JSON instead")]
+AnySettings = TypeVar("AnySettings", bound="BaseSettings")
 
 
-def _settings() -> Settings:
-    return Settings()
+def _settings(cls: type[AnySettings] = Settings) -> AnySettings:  # type: ignore[assignment]
+    try:
+        return load_settings(cls)
+    except SettingsInvalid as error:
+        _fail(error, code=EXIT_USAGE)
 
 
-def _fail(error: Exception) -> None:
-    err.print(f"[bold red]error:[/] {error}")
-    raise typer.Exit(1)
+def _fail(error: Exception, code: int = EXIT_FAILED) -> NoReturn:
+    err.print(Text.assemble(("error: ", "bold red"), str(error)))
+    raise typer.Exit(code)
+
+
+def _interrupted(what: str) -> NoReturn:
+    err.print(Text.assemble(("interrupted: ", "bold yellow"), what))
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    """A file name or title on one terminal line: control characters shown escaped."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:  # model-loading progress bars and load reports are noise for users
+def main(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", metavar="", help="log what happens (model loading, each file)")]
+         = False) -> None:
+    from rich.logging import RichHandler
+
+    # Logs go through the same console as the progress bar, so they print above it.
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, markup=False)])
+    logging.captureWarnings(True)
+    if not verbose:  # model-loading progress bars, load reports, library warnings: noise
         import os
 
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-@app.command()
-def index(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="files/folders (default: KOTAE_DOCS_DIR, else the folders the index was built from)")] = None,  # noqa: E501, UP045
-    full: Annotated[bool, typer.Option("--full", help="rebuild from scratch")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-) -> None:
-    """Build or update the index (incremental: unchanged files are not re-embedded)."""
+def _service(settings: Settings | None = None) -> KotaeService:
     from retrieval.service import KotaeService
 
-    service = KotaeService(_settings())
+    return KotaeService(settings or _settings())
+
+
+@app.command()
+def index(
+    paths: Annotated[Optional[list[Path]], typer.Argument(metavar="[PATH]...", help="files/folders (default: KOTAE_DOCS_DIR, else the folders the index was built from)")] = None,  # noqa: E501, UP045
+    full: Annotated[bool, typer.Option("--full", metavar="", help="rebuild from scratch (re-embeds everything; retries files that failed)")] = False,  # noqa: E501
+    replace: Annotated[bool, typer.Option("--replace", metavar="", help="let PATHs replace the index's documents even when that removes most of them")] = False,  # noqa: E501
+    as_json: JsonOption = False,
+) -> None:
+    """Build or update the index (incremental: unchanged files are not re-embedded)."""
+    service = _service()
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                   TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
                   console=err, transient=True, disable=as_json) as bar:
@@ -78,41 +121,51 @@ def index(
                 bar.update(task, description=p.phase)
 
         try:
-            summary = service.reindex(paths or None, full=full, progress=show)
+            summary = service.reindex(paths or None, full=full, replace=replace, progress=show)
         except KotaeError as error:
             _fail(error)
-            return
+        except KeyboardInterrupt:
+            version = service.index.version
+            _interrupted("nothing was changed; the index " + (
+                f"still serves {version}." if version else "was not built."))
     if as_json:
         console.print_json(json.dumps(summary.as_dict(), ensure_ascii=False))
         return
+    _print_summary(summary)
+
+
+def _print_summary(summary: IndexSummary) -> None:
     for source, reason in summary.failed:
-        err.print(f"[yellow]skipped[/] {source}: {reason}")
+        err.print(Text.assemble(("skipped ", "yellow"), _one_line(source), f": {reason}"))
+    for source, message in summary.warnings:
+        err.print(Text.assemble(("warning ", "yellow"), _one_line(source), f": {message}"))
     state = f"switched to {summary.version}" if summary.switched else (
         f"nothing changed, still serving {summary.version}")
     console.print(
-        f"added {len(summary.added)} · updated {len(summary.updated)} · unchanged "
-        f"{len(summary.unchanged)} · removed {len(summary.removed)} · failed "
-        f"{len(summary.failed)} files · {summary.chunks_total} chunks · "
-        f"{summary.seconds:.1f}s · {state}")
+        f"files: {len(summary.added)} added, {len(summary.updated)} updated, "
+        f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed, "
+        f"{len(summary.failed)} failed · {summary.chunks_total} chunks · "
+        f"{summary.seconds:.1f}s · {state}", markup=False)
 
 
 @app.command()
 def search(
-    query: str,
+    query: Annotated[str, typer.Argument(metavar="QUERY")],
     mode: ModeOption = None,
-    k: Annotated[int, typer.Option("-k", help="number of hits")] = 5,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    k: Annotated[int, typer.Option("-k", min=1, metavar="N", help="number of hits")] = 5,
+    as_json: JsonOption = False,
 ) -> None:
     """Ranked chunks for QUERY with their scores and metadata."""
-    from retrieval.service import KotaeService
-
-    service = KotaeService(_settings())
+    if not query.strip():
+        raise typer.BadParameter("the query is empty", param_hint="QUERY")
+    service = _service()
     timings: dict[str, float] = {}
     try:
         hits = service.search(query, mode=_mode(mode), k=k, timings=timings)
     except KotaeError as error:
         _fail(error)
-        return
+    except KeyboardInterrupt:
+        _interrupted("search stopped.")
     if as_json:
         console.print_json(json.dumps({
             "query": query, "mode": _mode(mode) or service.mode,
@@ -121,25 +174,27 @@ def search(
         return
     if not hits:
         console.print("no matching chunks")
-    for rank, hit in enumerate(hits, start=1):
-        where = " › ".join([hit.title, *hit.section_path])
-        console.print(f"[bold]{rank}. {where}[/]  score {hit.score:.4f} "
-                      f"(dense {hit.dense or 0:.3f}, sparse {hit.sparse or 0:.3f}"
-                      + (f", colbert {hit.colbert:.3f}" if hit.colbert is not None else "") + ")")
-        console.print(f"   {hit.source}", style="dim")
-        console.print("   " + hit.text[:200].replace("\n", " "))
+    for rank, hit in enumerate(hits, start=1):  # document text is data: never Rich markup
+        where = _one_line(" › ".join([hit.title, *hit.section_path]))
+        scores = (f"  score {hit.score:.4f} (dense {hit.dense or 0:.3f}, sparse "
+                  f"{hit.sparse or 0:.3f}"
+                  + (f", colbert {hit.colbert:.3f}" if hit.colbert is not None else "") + ")")
+        console.print(Text.assemble((f"{rank}. {where}", "bold"), scores))
+        console.print(Text("   " + _one_line(hit.source), style="dim"))
+        console.print(Text("   " + " ".join(hit.text[:200].split())))
 
 
 @app.command()
 def ask(
-    question: str,
+    question: Annotated[str, typer.Argument(metavar="QUESTION")],
     mode: ModeOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="answer, citations, timings")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", metavar="", help="print the answer, citations and timings as JSON")] = False,
 ) -> None:
     """Answer QUESTION from the index, with numbered sources."""
-    from retrieval.service import KotaeService
-
-    service = KotaeService(_settings())
+    if not question.strip():
+        raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    service = _service()
     try:
         if as_json:
             answer = service.ask(question, mode=_mode(mode))
@@ -147,7 +202,10 @@ def ask(
             answer = _stream_answer(service, question, _mode(mode))
     except KotaeError as error:
         _fail(error)
-        return
+    except KeyboardInterrupt:
+        _interrupted("no answer.")
+    if answer.kind == "no_index":  # nothing to answer from: an error, as `search` says it
+        _fail(KotaeError(answer.text))
     if as_json:
         console.print_json(json.dumps({
             "answer": answer.text, "kind": answer.kind, "notice": answer.notice,
@@ -179,26 +237,27 @@ def _stream_answer(service, question: str, mode):  # type: ignore[no-untyped-def
 
 def _print_answer(answer, *, text_shown: bool = False) -> None:  # type: ignore[no-untyped-def]
     if not text_shown:
-        console.print(answer.text, markup=False, highlight=False)
+        console.print(answer.text, markup=False)
     elif not console.is_terminal:
         console.line()  # Live leaves a non-terminal mid-line
     if answer.notice:
-        err.print(f"[yellow]{answer.notice}[/]")
+        err.print(Text(answer.notice, style="yellow"))
     if answer.citations:
         cited = any(c.cited for c in answer.citations)
         console.print()
         console.print("[bold]Sources[/]" if cited else "[bold]Related sources[/]")
     for citation in answer.citations:
         where = " › ".join([citation.title, *citation.heading_path])
-        console.print(f"[{citation.number}] {where}", markup=False, highlight=False)
-        console.print(f"    {citation.url or citation.source}", style="dim", markup=False)
+        console.print(f"[{citation.number}] {_one_line(where)}", markup=False)
+        console.print(f"    {_one_line(citation.url or citation.source)}", style="dim",
+                      markup=False)
         if answer.kind == "retrieval_only":
-            console.print(f"    > {citation.snippet}", markup=False, highlight=False)
+            console.print(f"    > {_one_line(citation.snippet)}", markup=False)
 
 
 @app.command()
 def demo(
-    question: Annotated[str, typer.Argument()] = "経費精算の締め切りはいつですか？",
+    question: Annotated[str, typer.Argument(metavar="[QUESTION]")] = DEMO_QUESTION,
 ) -> None:
     """Index the documents (default: the bundled samples) and answer QUESTION.
 
@@ -207,19 +266,19 @@ def demo(
     from bot.settings import BotSettings
     from retrieval.indexer import default_roots
 
-    settings = BotSettings()  # the Slack settings too, from the environment or .env
+    settings = _settings(BotSettings)  # the Slack settings too, from the environment or .env
     if _slack_configured(settings):
         serve()
         return
     folders = ", ".join(str(root) for root in default_roots(settings))
-    console.print(f"[bold]indexing[/] {folders} → {settings.index_dir}")
+    console.print(Text.assemble(("indexing ", "bold"), f"{folders} → {settings.index_dir}"))
     try:
-        index(paths=None, full=False, as_json=False)
+        index(paths=None, full=False, replace=False, as_json=False)
     except typer.Exit:
         err.print("hint: without bge-m3 weights, `make demo-offline` runs the same pipeline "
                   "with a random-weight model (answers are meaningless, the rest is real).")
         raise
-    console.print(f"\n[bold]question:[/] {question}\n")
+    console.print(Text.assemble("\n", ("question: ", "bold"), question, "\n"))
     ask(question, mode=None, as_json=False)
 
 
@@ -239,11 +298,13 @@ def serve() -> None:
     from bot.settings import BotSettings
     from retrieval.service import KotaeService
 
-    settings = BotSettings()
+    settings = _settings(BotSettings)
     if settings.slack_bot_token is None:
-        _fail(ValueError("SLACK_BOT_TOKEN is not set. See README › Connect to Slack."))
+        _fail(ValueError("SLACK_BOT_TOKEN is not set. See README › Connect to Slack."),
+              code=EXIT_USAGE)
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
-        _fail(ValueError("Set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)."))
+        _fail(ValueError("Set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)."),
+              code=EXIT_USAGE)
     service = KotaeService(settings)
     try:
         service.check_answer_setup()  # a broken custom prompt stops here, not at a question
@@ -280,24 +341,23 @@ def _warm_up(service) -> None:  # type: ignore[no-untyped-def]
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Index version, documents, chunks, model, device, retrieval mode."""
-    from retrieval.service import KotaeService
-
-    info = KotaeService(_settings()).status()
+def status(as_json: JsonOption = False) -> None:
+    """Index version, documents, chunks, model, device, retrieval mode (loads no model)."""
+    info = _service().status()
     if as_json:
         console.print_json(json.dumps(info, ensure_ascii=False))
         return
     for key, value in info.items():
         if key == "last_indexed" and value:
             value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-        console.print(f"{key:16} {value}")
+        console.print(f"{key:16} {value}", markup=False)
 
 
 @app.command("tiny-model")
 def tiny_model(
-    out: Annotated[Path, typer.Argument(help="folder to write the checkpoint to")],
-    real_size: Annotated[bool, typer.Option("--real-size", help="bge-m3 size (24 layers)")] = False,
+    out: Annotated[Path, typer.Argument(metavar="FOLDER", help="where to write the checkpoint")],
+    real_size: Annotated[bool, typer.Option("--real-size", metavar="",
+                                            help="bge-m3 size (24 layers)")] = False,
 ) -> None:
     """Write a bge-m3-shaped model with RANDOM weights (tests, benchmarks, offline demos).
 
@@ -306,12 +366,13 @@ def tiny_model(
     from retrieval.tiny_model import BGE_M3, TINY, build_tiny_bge_m3
 
     build_tiny_bge_m3(out, BGE_M3 if real_size else TINY)
-    console.print(f"wrote {out}; use it with KOTAE_EMBEDDING_MODEL={out}")
+    console.print(f"wrote {out}; use it with KOTAE_EMBEDDING_MODEL={out}", markup=False)
 
 
 def _mode(mode: str | None):  # type: ignore[no-untyped-def]
     if mode is None:
         return None
     if mode not in ("dense", "sparse", "hybrid", "all"):
-        _fail(ValueError(f"unknown mode {mode!r}: use dense, sparse, hybrid or all"))
+        raise typer.BadParameter(f"unknown mode {mode!r}: use dense, sparse, hybrid or all",
+                                 param_hint="--mode")
     return mode

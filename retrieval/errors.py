@@ -5,6 +5,10 @@ class KotaeError(Exception):
     """Base class; `str(error)` is written for the person who has to act on it."""
 
 
+class SettingsInvalid(KotaeError):
+    """A setting from the environment or `.env` has a value it cannot take."""
+
+
 class ModelUnavailable(KotaeError):
     """The embedding model cannot be loaded (weights missing, no network, incomplete checkpoint)."""
 
@@ -15,6 +19,10 @@ class IndexMissing(KotaeError):
 
 class IndexPathMissing(KotaeError):
     """A folder to index does not exist, and going on would drop what was indexed from it."""
+
+
+class IndexSwapRefused(KotaeError):
+    """Explicit paths would replace most of the index's documents; `--replace` confirms it."""
 
 
 class IndexLocked(KotaeError):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from retrieval.chunking import Chunk, chunk_source
 from retrieval.embeddings import BGEM3Embeddings
-from retrieval.errors import IndexPathMissing
+from retrieval.errors import IndexPathMissing, IndexSwapRefused
 from retrieval.loaders import SourceFile, hash_file, iter_source_paths, load_path
-from retrieval.settings import Settings
+from retrieval.settings import BUNDLED_SAMPLES, Settings
 from retrieval.store import (
     DENSE_FILE,
     DOCSTORE_FILE,
@@ -53,6 +53,7 @@ class IndexSummary:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # indexed, but (source, what)
     chunks_embedded: int = 0
     chunks_total: int = 0
     version: str | None = None
@@ -64,6 +65,7 @@ class IndexSummary:
             "added": self.added, "updated": self.updated, "unchanged": self.unchanged,
             "removed": self.removed,
             "failed": [{"source": s, "reason": r} for s, r in self.failed],
+            "warnings": [{"source": s, "warning": w} for s, w in self.warnings],
             "chunks_embedded": self.chunks_embedded, "chunks_total": self.chunks_total,
             "version": self.version, "switched": self.switched, "seconds": round(self.seconds, 3),
         }
@@ -108,6 +110,10 @@ def _is_under(key: str, folder: str) -> bool:
     return key.startswith(folder.rstrip("/") + "/")
 
 
+def _names(roots: Sequence[Path]) -> str:
+    return ", ".join(str(root) for root in roots)
+
+
 class Indexer:
     """Turns folders of documents into a published index version."""
 
@@ -117,36 +123,51 @@ class Indexer:
         self.layout = IndexLayout(settings.index_dir)
 
     def run(self, paths: Sequence[Path] | None = None, *, full: bool = False,
-            holder: str = "cli", progress: ProgressCallback | None = None) -> IndexSummary:
+            replace: bool = False, holder: str = "cli",
+            progress: ProgressCallback | None = None) -> IndexSummary:
         """Index `paths` (default: `default_roots`) as the whole corpus.
 
         Files indexed before but absent from `paths` are removed from the index, except those
         under a path that does not exist at all (kept, and the path reported as failed).
+        Refused, leaving the served version as it is: a run where no given path exists (a
+        typo would otherwise empty the index), and a run on explicit `paths` other than the
+        index's own folders that would remove most of what it serves (unless `replace`).
         """
         report = progress or (lambda _p: None)
         started = time.perf_counter()
         with self.layout.lock(holder):
             self.layout.remove_stale_builds()
+            explicit = bool(paths)
             roots = [Path(p) for p in paths] if paths else default_roots(self.settings)
-            summary = self._run_locked(roots, full, report)
+            summary = self._run_locked(roots, full, report,
+                                       guard_removals=explicit and not replace)
         summary.seconds = time.perf_counter() - started
         report(IndexProgress("done", chunks_total=summary.chunks_total))
         return summary
 
-    def _run_locked(self, roots: list[Path], full: bool,
-                    report: ProgressCallback) -> IndexSummary:
+    def _run_locked(self, roots: list[Path], full: bool, report: ProgressCallback,
+                    guard_removals: bool) -> IndexSummary:
         summary = IndexSummary()
+        current = self.layout.current_version()
+        if not any(root.exists() for root in roots):
+            raise IndexPathMissing(
+                f"{_names(roots)}: no such file or folder. Nothing was indexed"
+                + (f"; the index keeps serving {current} as it was." if current else "."))
         missing_roots = [source_key(r) for r in roots if not r.exists()]
         paths = iter_source_paths([r for r in roots if r.exists()])
         report(IndexProgress("scanning", files_total=len(paths)))
         hashes = {source_key(p): (p, hash_file(p)) for p in paths}
 
-        current = self.layout.current_version()
         served = read_file_records(self.layout.version_dir(current)) if current else {}
         reuse = current is not None and not full and self._compatible(current)
         previous = served if reuse else {}
-        changed = [key for key, (_p, h) in hashes.items()
-                   if key not in previous or previous[key].file_hash != h]
+        # Files that failed with exactly these bytes last time fail the same way again: they
+        # are reported, not re-read, and do not make a run publish a new version.
+        known_failures = self._failures(current) if reuse else {}
+        failing_again = {key: known_failures[key]["reason"] for key, (_p, h) in hashes.items()
+                         if key in known_failures and known_failures[key]["hash"] == h}
+        changed = {key for key, (_p, h) in hashes.items() if key not in failing_again
+                   and (key not in previous or previous[key].file_hash != h)}
         gone = [k for k in previous if k not in hashes]
         # A folder that is not there (unmounted, renamed, a typo) is a failure, not a deletion:
         # its files keep their chunks until a run can see the folder again. (A missing path
@@ -164,8 +185,14 @@ class Indexer:
             (root, "no such file or folder" + (f"; kept what was indexed from it ({len(keys)} "
                                                "files)" if keys else ""))
             for root, keys in kept.items())
-        summary.unchanged = sorted([*(k for k in hashes if k not in changed), *kept_keys])
+        summary.failed.extend(sorted(failing_again.items()))
+        summary.unchanged = sorted([*(k for k in hashes if k not in changed
+                                      and (k in previous or k not in failing_again)),
+                                    *kept_keys])
         summary.removed = sorted(k for k in gone if k not in kept_keys)
+        if guard_removals and current is not None:
+            self._refuse_a_swap(current, roots, served,
+                                [k for k in served if k not in hashes and k not in kept_keys])
         if reuse and not changed and not summary.removed:
             summary.version = current
             summary.chunks_total = self._count(current)
@@ -180,8 +207,13 @@ class Indexer:
             store = HybridStore(build_dir, self.embeddings.dimension, device="cpu")
             for key in summary.removed:
                 store.delete_source(key)
+            failures = {key: known_failures[key] for key in failing_again}
             self._index_files(store, [hashes[k][0] for k in sorted(changed)], previous,
                               summary, report)
+            new_failures = {source for source, _reason in summary.failed} - set(failing_again)
+            failures.update({key: {"hash": hashes[key][1], "reason": reason}
+                             for key, reason in summary.failed if key in new_failures
+                             and key in hashes})
             report(IndexProgress("saving", chunks_done=summary.chunks_embedded,
                                  chunks_total=summary.chunks_embedded))
             store.set_meta(model=self.settings.embedding_model, dim=self.embeddings.dimension)
@@ -193,7 +225,10 @@ class Indexer:
                 "chunks": store.count, "files": len(store.files()),
                 "chunk_size": self.settings.chunk_size,
                 "chunk_overlap": self.settings.chunk_overlap,
-                "paths": [source_key(root) for root in roots],
+                # never a path that does not exist, unless files indexed from it are kept
+                "paths": [source_key(root) for root in roots
+                          if root.exists() or kept.get(source_key(root))],
+                "failed": failures,
             }
             store.close()
             self.layout.publish(version, build_dir, manifest)
@@ -202,6 +237,30 @@ class Indexer:
             raise
         summary.version, summary.switched = version, True
         return summary
+
+    def _refuse_a_swap(self, current: str, roots: list[Path], served: dict[str, FileRecord],
+                       removed: list[str]) -> None:
+        """Explicit paths other than the index's folders, removing most of what it serves,
+        are far more often a typo or a misunderstanding ("add this folder") than a wish to
+        swap the corpus: ask for `--replace`. The bundled samples may always be replaced."""
+        recorded = sorted(self.layout.manifest(current).get("paths") or [])
+        if sorted(source_key(root) for root in roots) == recorded:
+            return
+        samples = BUNDLED_SAMPLES.resolve().as_posix()
+        team_files = [key for key in served if not _is_under(key, samples)]
+        lost = [key for key in removed if not _is_under(key, samples)]
+        if team_files and len(lost) * 2 > len(team_files):
+            folders = ", ".join(recorded) or "its files"
+            raise IndexSwapRefused(
+                f"Indexing only {_names(roots)} would remove {len(lost)} of the "
+                f"{len(team_files)} files the index serves (it was built from {folders}). "
+                f"Nothing was changed. To add to the index, name its folders too "
+                f"(`kotae index {' '.join(recorded + [str(r) for r in roots])}`); to replace "
+                "its documents, run again with --replace.")
+
+    def _failures(self, version: str) -> dict[str, dict[str, str]]:
+        failed = self.layout.manifest(version).get("failed")
+        return failed if isinstance(failed, dict) else {}
 
     def _index_files(self, store: HybridStore, paths: list[Path],
                      previous: dict[str, FileRecord], summary: IndexSummary,

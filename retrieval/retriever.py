@@ -27,17 +27,12 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
 from retrieval.chunking import embedding_text_for
-from retrieval.embeddings import BGEM3Embeddings, cuda_available
+from retrieval.devices import default_mode
+from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import IndexMissing
 from retrieval.settings import Settings
 from retrieval.types import RetrievalMode, SearchHit
 from retrieval.versions import LiveIndex
-
-
-def default_mode(settings: Settings) -> RetrievalMode:
-    if settings.retrieval_mode is not None:
-        return settings.retrieval_mode
-    return "all" if cuda_available() else "hybrid"
 
 
 def colbert_score(query_vecs: np.ndarray, passage_vecs: np.ndarray) -> float:
@@ -126,9 +121,14 @@ class HybridRetriever(BaseRetriever):
 
     def search(self, query: str, *, mode: RetrievalMode | None = None, k: int | None = None,
                timings: dict[str, float] | None = None) -> list[SearchHit]:
-        """Ranked hits for `query`; raises IndexMissing when there is no index or it is empty."""
+        """Ranked hits for `query`, at most `k` (at least 1); none for a blank query. Raises
+        IndexMissing when there is no index or it is empty."""
         mode = mode or self.mode
-        k = k or self.k
+        k = self.k if k is None else k
+        if k < 1:
+            raise ValueError(f"k is the number of hits to return: at least 1, not {k}")
+        if not query.strip():
+            return []
         timings = timings if timings is not None else {}
         store = self.index.store()
         if store.count == 0:

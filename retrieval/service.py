@@ -10,17 +10,20 @@ import functools
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-
-from retrieval.chain import AnswerChain, AnswerEvent, Turn
+from retrieval.devices import cuda_available, default_mode, resolved_faiss_device
 from retrieval.embeddings import BGEM3Embeddings
-from retrieval.indexer import Indexer, IndexSummary, ProgressCallback
-from retrieval.retriever import HybridRetriever, default_mode
 from retrieval.settings import Settings
 from retrieval.types import Answer, RetrievalMode, SearchHit
 from retrieval.versions import LiveIndex
+
+if TYPE_CHECKING:  # the chain pulls in LangChain and the OpenAI client: ~1 s, not for `status`
+    from langchain_core.language_models import BaseChatModel
+
+    from retrieval.chain import AnswerChain, AnswerEvent, Turn
+    from retrieval.indexer import IndexSummary, ProgressCallback
+    from retrieval.retriever import HybridRetriever
 
 
 class KotaeService:
@@ -34,10 +37,14 @@ class KotaeService:
 
     @functools.cached_property
     def retriever(self) -> HybridRetriever:
+        from retrieval.retriever import HybridRetriever
+
         return HybridRetriever.from_settings(self.settings, self.index, self.embeddings)
 
     @functools.cached_property
     def chain(self) -> AnswerChain:
+        from retrieval.chain import AnswerChain
+
         return AnswerChain.from_settings(
             self.settings, self.search, self.embeddings.token_length, self.mode,
             chat_model=self._chat_model)
@@ -65,9 +72,12 @@ class KotaeService:
         return self.retriever.search(query, mode=mode, k=k, timings=timings)
 
     def reindex(self, paths: Sequence[Path] | None = None, *, full: bool = False,
-                holder: str = "cli", progress: ProgressCallback | None = None) -> IndexSummary:
+                replace: bool = False, holder: str = "cli",
+                progress: ProgressCallback | None = None) -> IndexSummary:
+        from retrieval.indexer import Indexer
+
         return Indexer(self.settings, self.embeddings).run(
-            paths, full=full, holder=holder, progress=progress)
+            paths, full=full, replace=replace, holder=holder, progress=progress)
 
     def status(self) -> dict[str, Any]:
         manifest = self.index.manifest() or {}
@@ -77,9 +87,16 @@ class KotaeService:
             "chunks": manifest.get("chunks", 0),
             "last_indexed": manifest.get("created_at"),
             "model": self.settings.embedding_model,
+            # what a process starting now would use (auto resolved; a loaded model says)
             "embedding_device": (self.embeddings.resolved_device if self.embeddings.loaded
-                                 else self.settings.embedding_device),
-            "faiss_device": self.settings.faiss_device,
+                                 else self._embedding_device()),
+            "faiss_device": resolved_faiss_device(self.settings.faiss_device),
             "retrieval_mode": self.mode,
             "index_dir": str(self.settings.index_dir),
         }
+
+    def _embedding_device(self) -> str:
+        device = self.settings.embedding_device
+        if device == "auto":
+            return "cuda:0" if cuda_available() else "cpu"
+        return "cuda:0" if device == "cuda" else device

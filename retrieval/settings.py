@@ -6,12 +6,15 @@ Everything else receives a `Settings` (or what it needs from one) as an argument
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from retrieval.errors import SettingsInvalid
 from retrieval.types import RetrievalMode
 
 BUNDLED_SAMPLES = Path(__file__).resolve().parent.parent / "kotae" / "samples"
@@ -53,9 +56,9 @@ class Settings(BaseSettings):
     retrieval_mode: RetrievalMode | None = Field(
         None, description="dense | sparse | hybrid | all; default: all on GPU, hybrid on CPU"
     )
-    hybrid_weights: list[float] = Field(
+    hybrid_weights: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [0.4, 0.2, 0.4],
-        description="weights of dense, sparse, colbert scores",
+        description="weights of dense, sparse, colbert scores: 0.4,0.2,0.4 or [0.4,0.2,0.4]",
     )
     top_k: int = Field(5, ge=1)
     candidates: int = Field(50, ge=1, description="dense top-N and sparse top-N before rescoring")
@@ -79,10 +82,63 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(3000, ge=200, description="tokens of sources in a prompt")
     prompts_dir: Path | None = Field(None, description="folder overriding the bundled prompts")
 
+    @field_validator("hybrid_weights", mode="before")
+    @classmethod
+    def _parse_weights(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [
+                float(part) for part in text.split(",")]
+        except ValueError:
+            raise ValueError(_WEIGHTS_HELP) from None
+
     @field_validator("hybrid_weights")
     @classmethod
     def _three_weights(cls, weights: list[float]) -> list[float]:
         if len(weights) != 3 or any(w < 0 for w in weights) or sum(weights) == 0:
-            raise ValueError(
-                "KOTAE_HYBRID_WEIGHTS needs three non-negative numbers, e.g. [0.4,0.2,0.4]")
+            raise ValueError(_WEIGHTS_HELP)
         return weights
+
+
+_WEIGHTS_HELP = ("KOTAE_HYBRID_WEIGHTS needs three non-negative numbers (dense, sparse, "
+                 "colbert), e.g. 0.4,0.2,0.4")
+_SECRET_HINTS = ("token", "key", "secret", "password")
+AnySettings = TypeVar("AnySettings", bound=BaseSettings)
+
+
+def load_settings(cls: type[AnySettings]) -> AnySettings:
+    """`cls()` from the environment and `.env`; a bad value raises SettingsInvalid naming the
+    variable and what it accepts (never echoing a secret), instead of pydantic's report."""
+    try:
+        return cls()
+    except ValidationError as error:
+        problems = [_describe(cls, str(e["loc"][0]) if e["loc"] else "?", e["msg"],
+                              e.get("input")) for e in error.errors()]
+        raise SettingsInvalid("; ".join(problems)) from None
+    except SettingsError as error:  # a value that had to be JSON and was not
+        match = re.search(r'field "([^"]+)"', str(error))
+        name = match.group(1) if match else "?"
+        raise SettingsInvalid(_describe(cls, name, "not valid JSON", None)) from None
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets `field` (its alias, else prefix + NAME)."""
+    info = cls.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    prefix = cls.model_config.get("env_prefix", "")
+    return f"{prefix}{field}".upper()
+
+
+def _describe(cls: type[BaseSettings], field: str, message: str, given: object) -> str:
+    name = env_name(cls, field)
+    message = message.removeprefix("Value error, ")
+    if message.startswith(name):  # our own validators already name the variable
+        return message
+    shown = "" if given is None or any(h in field for h in _SECRET_HINTS) else f"={given!r}"
+    info = cls.model_fields.get(field)
+    accepts = f" ({info.description})" if info and info.description else ""
+    return f"{name}{shown}: {message[:1].lower() + message[1:]}{accepts}"

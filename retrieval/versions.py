@@ -22,12 +22,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
 from retrieval.errors import IndexLocked, IndexMissing
-from retrieval.store import HybridStore
+
+if TYPE_CHECKING:  # FAISS is imported when a version is opened, not for `kotae status`
+    from retrieval.store import HybridStore
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,8 @@ class LiveIndex:
             return self._store
 
     def _switch(self, version: str) -> None:
+        from retrieval.store import HybridStore
+
         manifest = self.layout.manifest(version)
         store = HybridStore(self.layout.version_dir(version), int(manifest["dim"]),
                             device=self._device, gpu_fp16=self._gpu_fp16, read_only=True)

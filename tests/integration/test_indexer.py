@@ -223,3 +223,91 @@ def test_a_deleted_file_given_as_a_path_is_removed_not_kept(
     summary = indexer.run([sample_docs / "expense-ja.md", single])
     assert summary.removed == [single.resolve().as_posix()]
     assert single.resolve().as_posix() not in served_chunks(settings)
+
+
+def test_a_mistyped_path_is_refused_and_the_index_keeps_serving(
+        indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    from retrieval.errors import IndexPathMissing
+
+    first = indexer.run([sample_docs])
+    before = served_chunks(settings)
+    typo = sample_docs.parent / "docss"
+    with pytest.raises(IndexPathMissing, match=r"docss: no such file or folder.*keeps serving"):
+        indexer.run([typo])
+    layout = IndexLayout(settings.index_dir)
+    assert layout.current_version() == first.version
+    assert layout.manifest(first.version or "")["paths"] == [sample_docs.resolve().as_posix()]
+    assert served_chunks(settings) == before
+    again = Indexer(settings.model_copy(update={"docs_dir": sample_docs}), indexer.embeddings)
+    assert again.run().version == first.version  # nothing to do, nothing lost
+
+
+def test_a_missing_path_beside_real_ones_is_reported_and_never_recorded(
+        indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    typo = sample_docs.parent / "docss"
+    summary = indexer.run([sample_docs, typo])
+    assert (typo.resolve().as_posix(), "no such file or folder") in summary.failed
+    manifest = IndexLayout(settings.index_dir).manifest(summary.version or "")
+    assert manifest["paths"] == [sample_docs.resolve().as_posix()]
+
+
+def test_other_paths_that_would_remove_most_of_the_index_need_replace(
+        indexer: Indexer, settings: Settings, sample_docs: Path, tmp_path: Path) -> None:
+    from retrieval.errors import IndexSwapRefused
+
+    first = indexer.run([sample_docs])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "note.md").write_text("# Note\n\nThe printer is on the 3rd floor.\n", "utf-8")
+    with pytest.raises(IndexSwapRefused, match=r"would remove 11 of the 11 files.*--replace"):
+        indexer.run([other])
+    assert IndexLayout(settings.index_dir).current_version() == first.version
+
+    both = indexer.run([sample_docs, other])  # adding a folder is what was probably meant
+    assert both.added == [(other / "note.md").resolve().as_posix()] and not both.removed
+    replaced = indexer.run([other], replace=True)
+    assert len(replaced.removed) == 11 and replaced.switched
+
+
+def test_the_bundled_samples_may_be_replaced_without_asking(
+        indexer: Indexer, settings: Settings, tmp_path: Path) -> None:
+    from retrieval.settings import BUNDLED_SAMPLES
+
+    indexer.run([BUNDLED_SAMPLES])
+    team = tmp_path / "team"
+    team.mkdir()
+    (team / "wiki.md").write_text("# Wiki\n\nThe VPN gateway is vpn.example.com.\n", "utf-8")
+    summary = indexer.run([team])
+    assert summary.switched and len(summary.removed) == 11
+
+
+def test_a_file_that_fails_the_same_way_again_is_not_a_change(
+        indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    empty = sample_docs / "empty.md"
+    empty.write_text("", encoding="utf-8")
+    first = indexer.run([sample_docs])
+    assert first.switched and empty.resolve().as_posix() in dict(first.failed)
+
+    again = indexer.run([sample_docs])
+    assert not again.switched and again.version == first.version
+    assert dict(again.failed) == dict(first.failed)  # still reported, every run
+    assert empty.resolve().as_posix() not in again.unchanged
+
+    empty.write_text("# Empty no more\n\nNow it has text.\n", encoding="utf-8")
+    fixed = indexer.run([sample_docs])
+    assert fixed.added == [empty.resolve().as_posix()] and not fixed.failed
+
+
+def test_a_file_that_turned_bad_keeps_its_chunks_and_does_not_republish(
+        indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    turned = sample_docs / "oncall-runbook.md"
+    indexer.run([sample_docs])
+    before = served_chunks(settings)
+    turned.write_bytes(b"\x00\x01binary now\x00" * 20)
+    second = indexer.run([sample_docs])
+    key = turned.resolve().as_posix()
+    assert key in dict(second.failed) and key in second.unchanged
+    third = indexer.run([sample_docs])
+    assert not third.switched and third.version == second.version
+    assert key in dict(third.failed) and key in third.unchanged
+    assert served_chunks(settings) == before
