@@ -8,18 +8,20 @@ from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import RateLimitErrorRetryHandler, default_retry_handlers
 
+from bot.answering import Answerer
 from bot.context import BotContext
 from bot.dedupe import RecentEvents
+from bot.errors import SlackUnavailable
 from bot.feedback import FeedbackLog
+from bot.history import ThreadHistory
 from bot.listeners import actions, commands, events
 from bot.reindex import ReindexCoordinator
-from bot.replies import Question, ThreadAnswerer
 from bot.settings import BotSettings
 from bot.workers import AnswerQueue
 from retrieval.service import KotaeService
-from retrieval.types import Answer
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,15 @@ def best_effort_client(client: WebClient) -> WebClient:
 def create_app(settings: BotSettings, service: KotaeService, client: WebClient | None = None,
                progress_client: WebClient | None = None) -> tuple[App, BotContext]:
     """`client` posts what must land (answers, apologies, summaries); `progress_client` what
-    may be skipped (default: `client` without the rate-limit retry)."""
+    may be skipped (default: `client` without the rate-limit retry).
+
+    Raises SlackUnavailable when Slack cannot be reached or refuses the bot token: Bolt's
+    App() checks the token with auth.test, and so does this factory, first, to learn the
+    bot's user id and to say what went wrong in one line.
+    """
     client = client or make_client(settings)
     progress_client = progress_client or best_effort_client(client)
+    bot_user_id = bot_identity(client, settings.slack_api_url)
     signing_secret = (settings.slack_signing_secret.get_secret_value()
                       if settings.slack_signing_secret else "")
     app = App(
@@ -62,24 +70,17 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
         listener_executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="bolt"),
         logger=logging.getLogger("slack_bolt"),
     )
-    bot_user_id = _bot_user_id(client)
     feedback = FeedbackLog(settings.feedback_path)
-
-    def remember(answer: Answer, question: Question) -> None:
-        feedback.answered(answer.answer_id, question.text)
-
+    queue = AnswerQueue(settings.answer_workers, settings.answers_per_user,
+                        settings.answer_queue_limit, settings.queued_notice_after_s)
+    history = ThreadHistory(client, service.embeddings.token_length, bot_user_id=bot_user_id,
+                            max_messages=settings.thread_history_messages,
+                            max_tokens=settings.thread_history_tokens)
     ctx = BotContext(
         settings=settings, service=service, client=client, bot_user_id=bot_user_id,
         recent=RecentEvents(settings.dedupe_ttl_s),
-        queue=AnswerQueue(settings.answer_workers, settings.answers_per_user,
-                          settings.answer_queue_limit, settings.queued_notice_after_s),
-        answerer=ThreadAnswerer(
-            client, lambda text, history: service.stream(text, history),
-            service.embeddings.token_length, bot_user_id=bot_user_id,
-            history_messages=settings.thread_history_messages,
-            history_tokens=settings.thread_history_tokens,
-            interval_s=settings.stream_update_interval_s, on_answer=remember,
-            progress_client=progress_client),
+        answerer=Answerer(service, queue, history, feedback, client, progress_client,
+                          interval_s=settings.stream_update_interval_s),
         reindex=ReindexCoordinator(client, service.reindex, settings.admin_user_ids,
                                    settings.workspace_admins_are_admins,
                                    update_interval_s=settings.reindex_progress_interval_s,
@@ -97,9 +98,9 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
     return app, ctx
 
 
-def _bot_user_id(client: WebClient) -> str | None:
+def bot_identity(client: WebClient, api_url: str) -> str:
+    """The bot's user id (auth.test), which tells its own messages in a thread from others'."""
     try:
         return client.auth_test()["user_id"]
-    except Exception as error:  # the app still works; thread roles just fall back to bot_id
-        logger.warning("auth.test failed: %s", error)
-        return None
+    except (SlackApiError, OSError) as error:
+        raise SlackUnavailable.from_error(error, api_url) from error

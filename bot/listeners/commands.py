@@ -7,11 +7,10 @@ import time
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
-from slack_sdk.errors import SlackApiError
 
 from bot.context import BotContext
-from bot.render import render_answer, render_apology
-from bot.replies import Question, failure_reason
+from bot.errors import failure_reason
+from bot.question import question_from_command
 
 logger = logging.getLogger(__name__)
 
@@ -65,33 +64,4 @@ def register(app: App, ctx: BotContext) -> None:
                                 "--full" in rest.split(), respond)
         else:
             ack()
-            ask(ctx, command, text, respond)
-
-
-def ask(ctx: BotContext, command: dict[str, Any], text: str, respond: Respond) -> None:
-    """Post the question where everyone sees it and answer in its thread; where the bot cannot
-    post, answer privately through the response URL."""
-    user, channel = command["user_id"], command["channel_id"]
-    try:
-        posted = ctx.client.chat_postMessage(channel=channel, text=f"<@{user}> asked: {text}")
-    except SlackApiError as error:
-        logger.info("cannot post in %s (%s); answering ephemerally", channel,
-                    error.response.get("error"))
-
-        def answer_privately() -> None:
-            try:
-                final = ctx.service.ask(text)
-                for message in render_answer(final, feedback=False):
-                    respond(text=message.text, blocks=message.blocks)
-            except Exception as error:  # never silent: the asker hears why
-                logger.exception("private answer in %s failed", channel)
-                apology = render_apology(failure_reason(error))
-                respond(text=apology.text, blocks=apology.blocks)
-
-        outcome = ctx.queue.submit(user, answer_privately, on_wait=lambda: respond(
-            text=":hourglass: You're in the queue — the answer will follow."))
-        if outcome == "rejected":
-            respond(text=":warning: Too many questions right now; please ask again in a minute.")
-        return
-    ctx.ask_in_thread(Question(text=text, user=user, channel=channel, thread_ts=posted["ts"],
-                               message_ts=posted["ts"], team=command.get("team_id")))
+            ctx.answerer.take(question_from_command(command, text))

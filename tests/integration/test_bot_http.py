@@ -15,9 +15,9 @@ import pytest
 
 from bot.app import create_app
 from bot.context import BotContext
+from bot.delivery.thread import STREAM_CALL_CHARS, STREAM_TOTAL_CHARS
 from bot.reindex import ProgressBoard
 from bot.render import SECTION_TEXT_LIMIT
-from bot.replies import STREAM_CALL_CHARS, STREAM_TOTAL_CHARS
 from bot.server import HttpServer
 from bot.settings import BotSettings
 from retrieval.embeddings import BGEM3Embeddings

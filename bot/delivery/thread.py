@@ -1,19 +1,15 @@
-"""Writing an answer into a Slack thread: thinking status, a reply that grows as the model
-writes, the final Block Kit message, and an apology instead of silence when anything fails."""
+"""Delivering an answer into a Slack thread: a thinking status, a reply that grows as the model
+writes, the final Block Kit message — or the apology that replaces it."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.question import Question
 from bot.render import (
     ELLIPSIS,
     Block,
@@ -23,25 +19,16 @@ from bot.render import (
     render_apology,
     render_progress,
 )
-from retrieval.chain import Turn
-from retrieval.errors import KotaeError
 from retrieval.types import Answer
 
 logger = logging.getLogger(__name__)
 
 THINKING_REACTION = "hourglass_flowing_sand"
-_MENTION = re.compile(r"<@[A-Z0-9]+>")
 
 # Streamed text is only a preview (the final Block Kit message replaces it), so it stays well
 # under Slack's limits: 12,000 characters of markdown_text per start/appendStream call.
 STREAM_CALL_CHARS = 4_000
 STREAM_TOTAL_CHARS = 10_000
-# conversations.replies pages oldest-first; a thread is read to its end through at most this
-# many pages (Slack recommends <= 200 messages a page), keeping only the newest messages.
-HISTORY_PAGE_SIZE = 200
-HISTORY_MAX_PAGES = 5
-
-GENERIC_FAILURE = "something went wrong on my side. Please try again in a moment."
 
 # What a Slack call that may be skipped can raise: Slack's refusal, or the network (slack_sdk
 # lets urllib's errors through once its own connection retry is spent).
@@ -53,25 +40,46 @@ def _why(error: Exception) -> str:
             else type(error).__name__)
 
 
-def failure_reason(error: Exception) -> str:
-    """What a user is told about a failure: a domain error explains itself; anything else is
-    our problem, and its details belong in the log, not in Slack."""
-    return str(error) if isinstance(error, KotaeError) else GENERIC_FAILURE
+class ThreadDelivery:
+    """One question's reply in its thread (see `bot.delivery.Delivery`).
 
+    `client` posts what must land (the answer, the apology, notices); `progress_client` what
+    may be skipped (the thinking status, the growing preview)."""
 
-@dataclass(frozen=True)
-class Question:
-    text: str
-    user: str
-    channel: str
-    thread_ts: str  # where the answer goes
-    message_ts: str | None  # the question's own message (for the reaction), if any
-    team: str | None = None
-    in_thread: bool = False  # asked inside an existing thread: read it as history
+    def __init__(self, client: WebClient, progress_client: WebClient, question: Question,
+                 interval_s: float) -> None:
+        self.client, self.question = client, question
+        self.status = ThinkingStatus(progress_client, question)
+        self.reply = GrowingReply(client, question, interval_s, progress_client)
 
+    def tell(self, text: str) -> None:
+        self.client.chat_postMessage(channel=self.question.channel,
+                                     thread_ts=self.question.thread_ts, text=text)
 
-def strip_mentions(text: str) -> str:
-    return _MENTION.sub("", text).strip()
+    def start(self) -> None:
+        self.status.start()
+
+    def append(self, piece: str) -> None:
+        self.reply.append(piece)
+
+    def finish(self, answer: Answer) -> None:
+        self.reply.finish(render_answer(answer), answer.text)
+
+    def apologize(self, reason: str) -> None:
+        """The apology replaces what was shown of the answer, or is posted in the thread."""
+        apology = render_apology(reason)
+        q = self.question
+        try:
+            if self.reply.ts is not None:
+                self.reply.finish([apology], answer_text=None)
+            else:
+                self.client.chat_postMessage(channel=q.channel, thread_ts=q.thread_ts,
+                                             text=apology.text, blocks=apology.blocks)
+        except SlackApiError as error:
+            logger.error("could not post the apology: %s", error.response.get("error"))
+
+    def close(self) -> None:
+        self.status.clear()
 
 
 class ThinkingStatus:
@@ -287,105 +295,3 @@ def _escaped_pieces(text: str, limit: int) -> list[tuple[int, str]]:
     return pieces
 
 
-AnswerStream = Callable[[str, list[Turn]], Iterable[str | Answer]]
-
-
-class ThreadAnswerer:
-    """The whole reply to one question. Never raises and never stays silent."""
-
-    def __init__(self, client: WebClient, stream: AnswerStream,
-                 token_length: Callable[[str], int], *, bot_user_id: str | None,
-                 history_messages: int, history_tokens: int, interval_s: float,
-                 on_answer: Callable[[Answer, Question], None] | None = None,
-                 progress_client: WebClient | None = None) -> None:
-        self.client, self.stream, self.token_length = client, stream, token_length
-        self.progress_client = progress_client or client  # see GrowingReply
-        self.bot_user_id = bot_user_id
-        self.history_messages, self.history_tokens = history_messages, history_tokens
-        self.interval_s = interval_s
-        self.on_answer = on_answer
-
-    def answer(self, question: Question) -> Answer | None:
-        status = ThinkingStatus(self.progress_client, question)
-        status.start()
-        reply = GrowingReply(self.client, question, self.interval_s, self.progress_client)
-        try:
-            history = self.thread_history(question) if question.in_thread else []
-            final: Answer | None = None
-            for event in self.stream(question.text, history):
-                if isinstance(event, Answer):
-                    final = event
-                else:
-                    reply.append(event)
-            if final is None:
-                raise RuntimeError("the answer chain ended without an answer")
-            reply.finish(render_answer(final), final.text)
-            if self.on_answer is not None:
-                self.on_answer(final, question)
-            return final
-        except Exception as error:  # the edge: every failure becomes a message in the thread
-            logger.exception("answering in %s failed", question.channel)
-            self.apologize(question, failure_reason(error), reply)
-            return None
-        finally:
-            status.clear()
-
-    def apologize(self, question: Question, reason: str, reply: GrowingReply | None = None
-                  ) -> None:
-        apology = render_apology(reason)
-        try:
-            if reply is not None and reply.ts is not None:
-                reply.finish([apology], answer_text=None)
-            else:
-                self.client.chat_postMessage(channel=question.channel,
-                                             thread_ts=question.thread_ts, text=apology.text,
-                                             blocks=apology.blocks)
-        except SlackApiError as error:
-            logger.error("could not post the apology: %s", error.response.get("error"))
-
-    def thread_history(self, question: Question) -> list[Turn]:
-        """The newest earlier messages of the thread, within the message and token bounds.
-
-        conversations.replies pages from the OLDEST message, so the thread is read to its end
-        (bounded) and only the last `history_messages` are kept.
-        """
-        if self.history_messages <= 0 or self.history_tokens <= 0:
-            return []
-        newest: deque[dict[str, Any]] = deque(maxlen=self.history_messages)
-        seen: set[str] = set()
-        cursor: str | None = None
-        for _page in range(HISTORY_MAX_PAGES):
-            try:
-                response = self.client.conversations_replies(
-                    channel=question.channel, ts=question.thread_ts, limit=HISTORY_PAGE_SIZE,
-                    cursor=cursor)
-            except SlackApiError as error:
-                logger.info("could not read the thread: %s", error.response.get("error"))
-                break
-            for message in response.get("messages", []):
-                ts = message.get("ts")
-                if ts in seen or ts == question.message_ts or not message.get("text"):
-                    continue  # Slack may repeat the parent message at the top of each page
-                seen.add(ts)
-                newest.append(message)
-            cursor = (response.get("response_metadata") or {}).get("next_cursor")
-            if not (response.get("has_more") and cursor):
-                break
-        else:
-            logger.warning("thread %s is longer than %d messages; history comes from its "
-                           "first %d", question.thread_ts, HISTORY_PAGE_SIZE * HISTORY_MAX_PAGES,
-                           HISTORY_PAGE_SIZE * HISTORY_MAX_PAGES)
-        turns: list[Turn] = []
-        budget = self.history_tokens
-        for message in reversed(newest):
-            is_bot = bool(message.get("bot_id")) or message.get("user") == self.bot_user_id
-            text = strip_mentions(message["text"])
-            cost = self.token_length(text)
-            if not text or cost > budget:
-                if turns:
-                    break
-                continue
-            budget -= cost
-            turns.append(Turn("assistant" if is_bot else "user", text))
-        turns.reverse()
-        return turns

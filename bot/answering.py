@@ -1,0 +1,104 @@
+"""From a `Question` to its answer: the queue, the delivery its surface needs, one apology path.
+
+`take` runs on a Bolt listener thread, after the ack: it opens a slash command's thread (or
+falls back to a private answer), then queues the answer. `answer` runs on the queue's
+workers: it streams the answer from the service into the delivery, and turns any failure
+into an apology — the asker never hears nothing. Everything the bot tells an asker about
+their question is written here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import replace
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.delivery import Delivery, delivery_for
+from bot.errors import failure_reason
+from bot.feedback import FeedbackLog
+from bot.history import ThreadHistory
+from bot.question import Question, Surface
+from bot.workers import AnswerQueue
+from retrieval.service import KotaeService
+from retrieval.types import Answer, Turn
+
+logger = logging.getLogger(__name__)
+
+HINT = "Ask me a question about your documents, e.g. `@kotae 経費精算の締め切りは？`"
+QUEUED: dict[Surface, str] = {
+    "thread": ":hourglass: You're in the queue — I'll answer here as soon as I can.",
+    "private": ":hourglass: You're in the queue — the answer will follow.",
+}
+BUSY: dict[Surface, str] = {
+    "thread": ":warning: I'm answering too many questions right now. Please ask again in a "
+              "minute.",
+    "private": ":warning: Too many questions right now; please ask again in a minute.",
+}
+
+
+class Answerer:
+    def __init__(self, service: KotaeService, queue: AnswerQueue, history: ThreadHistory,
+                 feedback: FeedbackLog, client: WebClient, progress_client: WebClient, *,
+                 interval_s: float) -> None:
+        """`client` posts what must land; `progress_client` what may be skipped (previews,
+        the thinking status); `interval_s`: between visible updates of a growing reply."""
+        self.service, self.queue, self.history, self.feedback = service, queue, history, feedback
+        self.client, self.progress_client, self.interval_s = client, progress_client, interval_s
+
+    def take(self, question: Question) -> None:
+        """Queue an answer; tell the asker when it has to wait or cannot be taken."""
+        if not question.text:
+            self.delivery(question).tell(HINT)
+            return
+        if question.surface == "thread" and question.thread_ts is None:
+            question = self._open_thread(question)
+        delivery = self.delivery(question)
+        outcome = self.queue.submit(
+            question.user, functools.partial(self.answer, question),
+            on_wait=functools.partial(delivery.tell, QUEUED[question.surface]))
+        if outcome == "rejected":
+            delivery.tell(BUSY[question.surface])
+
+    def answer(self, question: Question) -> Answer | None:
+        """The whole reply to one question. Never raises for a failure of the answer itself,
+        and never stays silent."""
+        delivery = self.delivery(question)
+        delivery.start()
+        try:
+            history: list[Turn] = self.history.read(question) if question.in_thread else []
+            final: Answer | None = None
+            for event in self.service.stream(question.text, history):
+                if isinstance(event, Answer):
+                    final = event
+                else:
+                    delivery.append(event)
+            if final is None:
+                raise RuntimeError("the answer chain ended without an answer")
+            delivery.finish(final)
+            if question.surface == "thread":  # only thread answers carry the vote buttons
+                self.feedback.answered(final.answer_id, question.text)
+            return final
+        except Exception as error:  # the edge: every failure becomes a message to the asker
+            logger.exception("answering in %s (%s) failed", question.channel, question.surface)
+            delivery.apologize(failure_reason(error))
+            return None
+        finally:
+            delivery.close()
+
+    def delivery(self, question: Question) -> Delivery:
+        return delivery_for(question, self.client, self.progress_client, self.interval_s)
+
+    def _open_thread(self, question: Question) -> Question:
+        """A slash command's question, posted where everyone sees it, to answer in its thread;
+        where the bot cannot post, the same question answered privately."""
+        try:
+            posted = self.client.chat_postMessage(
+                channel=question.channel, text=f"<@{question.user}> asked: {question.text}")
+        except SlackApiError as error:
+            logger.info("cannot post in %s (%s); answering ephemerally", question.channel,
+                        error.response.get("error"))
+            return replace(question, surface="private")
+        return replace(question, thread_ts=posted["ts"], message_ts=posted["ts"])
