@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from retrieval.errors import ModelUnavailable
 from retrieval.settings import Settings
@@ -28,6 +28,24 @@ logger = logging.getLogger(__name__)
 
 SparseWeights = dict[int, float]
 _HEAD_FILES = ("colbert_linear.pt", "sparse_linear.pt")
+# Either file of each pair will do: transformers loads safetensors or a torch pickle, and a fast
+# XLM-R tokenizer from tokenizer.json or from the sentencepiece model.
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model")
+_CHECKPOINT_FILES = ("config.json, model.safetensors (or pytorch_model.bin), tokenizer.json, "
+                     "colbert_linear.pt, sparse_linear.pt")
+
+# The one mapping from `Settings` to the fields of `BGEM3Embeddings`.
+_SETTINGS_FIELDS = {
+    "model_name_or_path": "embedding_model",
+    "device": "embedding_device",
+    "use_fp16": "embedding_fp16",
+    "batch_size": "embedding_batch_size",
+    "cpu_threads": "embedding_cpu_threads",
+    "passage_max_tokens": "passage_max_tokens",
+    "query_max_tokens": "query_max_tokens",
+}
 
 
 @dataclass
@@ -58,37 +76,26 @@ def resolve_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
-def _env_default(name: str) -> Any:
-    return getattr(Settings(), name)
-
-
 class BGEM3Embeddings(BaseModel, Embeddings):
     """bge-m3 embeddings: normalised dense vectors for LangChain, plus sparse and ColBERT views.
 
-    Defaults come from `Settings` (the `KOTAE_*` environment); the model loads lazily, once,
-    thread-safely, on first use.
+    Fields not given come from `Settings` (the `KOTAE_*` environment), read once per
+    construction; the model loads lazily, once, thread-safely, on first use.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
     model_name_or_path: str = Field(
-        default_factory=lambda: _env_default("embedding_model"),
-        description="Hugging Face id (default BAAI/bge-m3) or a local checkpoint folder",
-    )
-    device: str = Field(default_factory=lambda: _env_default("embedding_device"))
-    use_fp16: bool | None = Field(
-        default_factory=lambda: _env_default("embedding_fp16"),
-        description="half precision; None means on for cuda, off for cpu",
-    )
+        description="Hugging Face id (default BAAI/bge-m3) or a local checkpoint folder")
+    device: str = Field(description="auto | cpu | cuda | cuda:N")
+    use_fp16: bool | None = Field(description="half precision; None means on for cuda, off for cpu")
     batch_size: int | None = Field(
-        default_factory=lambda: _env_default("embedding_batch_size"),
         description="texts per forward pass; None means 16 on cpu, 64 on cuda")
     cpu_threads: int | None = Field(
-        default_factory=lambda: _env_default("embedding_cpu_threads"),
         description="torch CPU threads (process-wide); a busy bot host often does better "
                     "with fewer than all cores")
-    passage_max_tokens: int = Field(default_factory=lambda: _env_default("passage_max_tokens"))
-    query_max_tokens: int = Field(default_factory=lambda: _env_default("query_max_tokens"))
+    passage_max_tokens: int
+    query_max_tokens: int
 
     _flag_model: Any = PrivateAttr(default=None)
     _load_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -97,16 +104,18 @@ class BGEM3Embeddings(BaseModel, Embeddings):
     _unused_token_ids: frozenset[int] = PrivateAttr(default=frozenset())
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BGEM3Embeddings:
-        return cls(
-            model_name_or_path=settings.embedding_model,
-            device=settings.embedding_device,
-            use_fp16=settings.embedding_fp16,
-            batch_size=settings.embedding_batch_size,
-            cpu_threads=settings.embedding_cpu_threads,
-            passage_max_tokens=settings.passage_max_tokens,
-            query_max_tokens=settings.query_max_tokens,
-        )
+    def from_settings(cls, settings: Settings, **overrides: Any) -> BGEM3Embeddings:
+        """The embeddings `settings` describe; `overrides` replace single fields."""
+        return cls(**{**_fields_from(settings), **overrides})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _missing_fields_from_settings(cls, data: Any) -> Any:
+        """`BGEM3Embeddings(device="cpu")` takes everything else from the environment, as
+        `from_settings(Settings())` would: one read of the environment, not one per field."""
+        if isinstance(data, dict) and not _SETTINGS_FIELDS.keys() <= data.keys():
+            data = {**_fields_from(Settings()), **data}
+        return data
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -137,9 +146,9 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         return self._device
 
     def _load(self) -> Any:
+        local_dir = locate_checkpoint(self.model_name_or_path)  # before torch: fails in ms
         device = self.resolved_device
         fp16 = device.startswith("cuda") if self.use_fp16 is None else self.use_fp16
-        local_dir = locate_checkpoint(self.model_name_or_path)
         from FlagEmbedding import BGEM3FlagModel  # ~5 s import: only when a model is needed
 
         if self.cpu_threads is not None:
@@ -186,25 +195,21 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         """
         import torch
 
-        model = self.flag_model.model
-        device = self.resolved_device
-        max_length = max_tokens or self.passage_max_tokens
         texts = list(texts)
         if not texts:
             return EncodedBatch(np.zeros((0, self.dimension), np.float32), [],
                                 [] if colbert else None)
 
-        inputs = self._tokenize(texts, max_length)
-        order = np.argsort([-len(item["input_ids"]) for item in inputs], kind="stable")
+        order_parts: list[np.ndarray] = []
         dense_parts: list[np.ndarray] = []
         sparse: list[SparseWeights] = [{} for _ in texts]
         colbert_vecs: list[np.ndarray] = [np.zeros(0)] * len(texts)
+        batches = self._forward_batches(texts, max_tokens or self.passage_max_tokens,
+                                        return_dense=True, return_sparse=True,
+                                        return_colbert_vecs=colbert)
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch):
-                batch_idx = order[start:start + self.batch]
-                batch = self._pad([inputs[i] for i in batch_idx]).to(device)
-                out = model(batch, return_dense=True, return_sparse=True,
-                            return_colbert_vecs=colbert)
+            for batch_idx, batch, out in batches:
+                order_parts.append(batch_idx)
                 dense_parts.append(out["dense_vecs"].float().cpu().numpy())
                 weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy()
                 ids = batch["input_ids"].cpu().numpy()
@@ -218,7 +223,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
                         # drop padding; CLS was already left out by the head
                         colbert_vecs[i] = vecs[row][: int(mask[row].sum()) - 1]
         dense = np.empty((len(texts), dense_parts[0].shape[1]), np.float32)
-        dense[order] = np.concatenate(dense_parts, axis=0)
+        dense[np.concatenate(order_parts)] = np.concatenate(dense_parts, axis=0)
         return EncodedBatch(dense=dense, sparse=sparse, colbert=colbert_vecs if colbert else None)
 
     def _sparse_dicts(self, weights: np.ndarray, ids: np.ndarray) -> list[SparseWeights]:
@@ -244,28 +249,42 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         FlagEmbedding's for the pair on its own."""
         import torch
 
-        model, device = self.flag_model.model, self.resolved_device
         texts = list(texts)
         scores = np.zeros(len(texts), np.float32)
         if not texts or len(query_colbert) == 0:
             return scores
-        inputs = self._tokenize(texts, self.passage_max_tokens)
-        order = np.argsort([-len(item["input_ids"]) for item in inputs], kind="stable")
+        batches = self._forward_batches(texts, self.passage_max_tokens, return_dense=False,
+                                        return_sparse=False, return_colbert_vecs=True)
         with torch.inference_mode():
             query = None
-            for start in range(0, len(texts), self.batch):
-                batch_idx = order[start:start + self.batch]
-                batch = self._pad([inputs[i] for i in batch_idx]).to(device)
-                vecs = model(batch, return_dense=False, return_sparse=False,
-                             return_colbert_vecs=True)["colbert_vecs"]
+            for batch_idx, batch, out in batches:
+                vecs = out["colbert_vecs"]
                 if query is None:
-                    query = torch.as_tensor(query_colbert, device=device, dtype=vecs.dtype)
+                    query = torch.as_tensor(query_colbert, device=self.resolved_device,
+                                            dtype=vecs.dtype)
                 mask = batch["attention_mask"][:, 1:].bool()
                 similarity = torch.einsum("qd,btd->bqt", query, vecs).float()
                 similarity = similarity.masked_fill(~mask[:, None, :], float("-inf"))
                 best = similarity.max(dim=-1).values.sum(dim=-1) / query.shape[0]
                 scores[batch_idx] = best.cpu().numpy()
         return scores
+
+    def _forward_batches(self, texts: list[str], max_length: int,
+                         **heads: bool) -> Iterator[tuple[np.ndarray, Any, dict[str, Any]]]:
+        """(indices into `texts`, padded batch on the device, model outputs) per batch.
+
+        FlagEmbedding's `encode_single_device` order: tokenise without padding, sort longest
+        first (stable), pad per batch, so batches and outputs equal `encode`'s. `heads` are the
+        model's `return_dense` / `return_sparse` / `return_colbert_vecs` flags. Iterate it inside
+        `torch.inference_mode()`: the forward passes run when the caller asks for the next batch.
+        """
+        model, device = self.flag_model.model, self.resolved_device
+        inputs = self._tokenize(texts, max_length)
+        order = np.argsort([-len(item["input_ids"]) for item in inputs], kind="stable")
+        for start in range(0, len(texts), self.batch):
+            batch_idx = order[start:start + self.batch]
+            batch = self._pad([inputs[i] for i in batch_idx]).to(device)
+            yield batch_idx, batch, model(batch, **heads)
 
     def encode_passages(self, texts: Sequence[str], *, colbert: bool = False) -> EncodedBatch:
         return self.encode(texts, max_tokens=self.passage_max_tokens, colbert=colbert)
@@ -309,39 +328,85 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         return self.encode_query(text).dense[0].tolist()
 
 
+def _fields_from(settings: Settings) -> dict[str, Any]:
+    return {field: getattr(settings, name) for field, name in _SETTINGS_FIELDS.items()}
+
+
 def locate_checkpoint(name_or_path: str) -> Path:
     """A local folder holding the full bge-m3 checkpoint, downloading it when possible.
 
-    Fails fast with `ModelUnavailable` naming KOTAE_EMBEDDING_MODEL: a folder without both head
-    files would be silently random-initialised by FlagEmbedding, so it is refused here.
+    Fails fast with `ModelUnavailable` naming KOTAE_EMBEDDING_MODEL and what is wrong: a
+    folder that is not there, a file missing from it, a hub id that cannot be fetched. A folder
+    without both head files would be silently random-initialised by FlagEmbedding, so it is
+    refused here.
     """
     path = Path(name_or_path).expanduser()
-    if not path.exists():
-        path = _download(name_or_path)
+    if path.is_dir():
+        return _checked_folder(path, name_or_path)
+    if path.exists():
+        raise ModelUnavailable(
+            f"KOTAE_EMBEDDING_MODEL={name_or_path}: that is a file, not a folder. Set it to the "
+            f"folder holding the bge-m3 checkpoint ({_CHECKPOINT_FILES}).")
+    if looks_like_path(name_or_path):
+        raise ModelUnavailable(
+            f"KOTAE_EMBEDDING_MODEL={name_or_path}: no such folder ({path.absolute()}). Set "
+            f"KOTAE_EMBEDDING_MODEL to the folder holding the bge-m3 checkpoint "
+            f"({_CHECKPOINT_FILES}), or to the Hugging Face id BAAI/bge-m3 to download it.")
+    return _checked_folder(_download(name_or_path), name_or_path)
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether KOTAE_EMBEDDING_MODEL was meant as a folder rather than a hub id.
+
+    Hub ids are `name` or `org/name`; a value starting like a path, with more than one slash
+    (or a Windows separator), or whose first part exists here (`models/bge-m3` beside a
+    `models` folder) names a folder, and a missing folder must not be reported as a failed
+    download.
+    """
+    if value in {".", ".."} or value.startswith(("/", "./", "../", "~")):
+        return True
+    separators = {os.sep, os.altsep} - {None, "/"}
+    if any(separator in value for separator in separators) or value.count("/") > 1:
+        return True
+    parent = Path(value).parent
+    return parent != Path(".") and parent.exists()
+
+
+def _checked_folder(path: Path, setting: str) -> Path:
+    """`path` if it holds every file BGEM3FlagModel needs, else the missing ones, named."""
+    missing = []
     if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+        missing.append("the model weights (model.safetensors or pytorch_model.bin)")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        missing.append("the tokenizer (tokenizer.json or sentencepiece.bpe.model)")
+    heads = [name for name in _HEAD_FILES if not (path / name).is_file()]
+    if missing or heads:
+        why = (" (without both heads FlagEmbedding would use random sparse and ColBERT weights)"
+               if heads else "")
         raise ModelUnavailable(
-            f"{path} is not a model folder (no config.json). Set KOTAE_EMBEDDING_MODEL to a "
-            "bge-m3 checkpoint folder or to the Hugging Face id BAAI/bge-m3."
-        )
-    missing = [name for name in _HEAD_FILES if not (path / name).is_file()]
-    if missing:
-        raise ModelUnavailable(
-            f"{path} lacks {', '.join(missing)}: without both heads FlagEmbedding would use random "
-            "sparse and ColBERT weights. Use the full BAAI/bge-m3 checkpoint in "
-            "KOTAE_EMBEDDING_MODEL."
-        )
+            f"KOTAE_EMBEDDING_MODEL={setting}: the folder {path} is not a complete bge-m3 "
+            f"checkpoint: it lacks {', '.join(missing + heads)}{why}. Point KOTAE_EMBEDDING_MODEL "
+            "at a folder holding the full BAAI/bge-m3 checkpoint, or set it to BAAI/bge-m3 to "
+            "download it.")
     return path
 
 
 def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     try:  # cached already: no network at all
         return Path(snapshot_download(repo_id, local_files_only=True))
+    except HFValidationError:
+        raise ModelUnavailable(
+            f"KOTAE_EMBEDDING_MODEL={repo_id}: no such folder, and not a valid Hugging Face "
+            f"model id either. Set it to the folder holding the bge-m3 checkpoint "
+            f"({_CHECKPOINT_FILES}), or to BAAI/bge-m3 to download it.") from None
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+    if constants.HF_HUB_OFFLINE:  # huggingface_hub's own reading of HF_HUB_OFFLINE
         reason = "HF_HUB_OFFLINE is set and it is not in the local cache"
     else:
         try:
@@ -352,7 +417,8 @@ def _download(repo_id: str) -> Path:
         except (HfHubHTTPError, OSError, ValueError) as error:
             reason = f"download failed ({type(error).__name__})"
         except Exception as error:  # network stacks raise many types; all mean "not available"
-            reason = f"download failed ({type(error).__name__}: {error})"
+            first_line = next(iter(str(error).splitlines()), "")
+            reason = f"download failed ({type(error).__name__}: {first_line})"
     raise ModelUnavailable(
         f"The embedding model '{repo_id}' is not available: {reason}. Set KOTAE_EMBEDDING_MODEL "
         "to a local folder holding the bge-m3 checkpoint (config.json, model.safetensors, "

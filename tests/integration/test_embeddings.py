@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import ModelUnavailable
+from retrieval.settings import Settings
 
 TEXTS = [
     "kotae answers questions from documents.",
@@ -92,16 +96,83 @@ def test_model_loads_once_across_threads(tiny_model_dir: Path) -> None:
 
 
 def test_missing_weights_fail_with_the_setting_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import (already done in this session)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     model = BGEM3Embeddings(model_name_or_path="no-such-org/no-such-model", device="cpu")
-    with pytest.raises(ModelUnavailable, match="KOTAE_EMBEDDING_MODEL"):
+    with pytest.raises(ModelUnavailable, match="KOTAE_EMBEDDING_MODEL") as failure:
         model.embed_query("hello")
+    assert "HF_HUB_OFFLINE is set" in str(failure.value)
 
 
 def test_missing_folder_fails_with_the_setting_named(tmp_path: Path) -> None:
     model = BGEM3Embeddings(model_name_or_path=str(tmp_path / "nothing"), device="cpu")
     with pytest.raises(ModelUnavailable, match="KOTAE_EMBEDDING_MODEL"):
         model.embed_query("hello")
+
+
+@pytest.mark.parametrize("value", [
+    "/no/such/folder", "./typo-folder", "../typo-folder", "~/no-such-kotae-model",
+    "models/bge-m3/extra",
+])
+def test_a_folder_that_is_not_there_is_named_as_a_folder(value: str) -> None:
+    """Not "download failed (HFValidationError)": the value was meant as a path."""
+    model = BGEM3Embeddings(model_name_or_path=value, device="cpu")
+    with pytest.raises(ModelUnavailable) as failure:
+        model.embed_query("hello")
+    message = str(failure.value)
+    assert message.startswith(f"KOTAE_EMBEDDING_MODEL={value}: no such folder")
+    assert "BAAI/bge-m3" in message and "download failed" not in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_a_path_whose_first_part_exists_is_a_folder_not_a_hub_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    model = BGEM3Embeddings(model_name_or_path="models/bge-m3", device="cpu")
+    with pytest.raises(ModelUnavailable,
+                       match=re.escape("KOTAE_EMBEDDING_MODEL=models/bge-m3: no such folder")):
+        model.embed_query("hello")
+
+
+def test_a_value_neither_folder_nor_hub_id_says_so() -> None:
+    model = BGEM3Embeddings(model_name_or_path="bge m3 (typo)", device="cpu")
+    with pytest.raises(ModelUnavailable) as failure:
+        model.embed_query("hello")
+    message = str(failure.value)
+    assert message.startswith("KOTAE_EMBEDDING_MODEL=bge m3 (typo): no such folder, and not a "
+                              "valid Hugging Face model id")
+    assert "HFValidationError" not in message and "\n" not in message
+
+
+def test_a_file_is_not_a_model_folder(tmp_path: Path) -> None:
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"")
+    model = BGEM3Embeddings(model_name_or_path=str(file), device="cpu")
+    with pytest.raises(ModelUnavailable, match="that is a file, not a folder"):
+        model.embed_query("hello")
+
+
+@pytest.mark.parametrize(("removed", "named"), [
+    ("config.json", "config.json"),
+    ("model.safetensors", "the model weights (model.safetensors or pytorch_model.bin)"),
+    ("tokenizer.json", "the tokenizer (tokenizer.json or sentencepiece.bpe.model)"),
+])
+def test_a_folder_missing_a_file_names_it(tiny_model_dir: Path, tmp_path: Path, removed: str,
+                                          named: str) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_model_dir, partial)
+    (partial / removed).unlink()
+    model = BGEM3Embeddings(model_name_or_path=str(partial), device="cpu")
+    with pytest.raises(ModelUnavailable) as failure:
+        model.embed_query("hello")
+    message = str(failure.value)
+    assert message.startswith(f"KOTAE_EMBEDDING_MODEL={partial}: the folder {partial} is not a "
+                              f"complete bge-m3 checkpoint: it lacks {named}.")
+    assert "\n" not in message and "Traceback" not in message
 
 
 @pytest.mark.parametrize("head", ["colbert_linear.pt", "sparse_linear.pt"])
@@ -130,6 +201,48 @@ def test_defaults_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOTAE_EMBEDDING_BATCH_SIZE", "7")
     model = BGEM3Embeddings()
     assert (model.model_name_or_path, model.batch_size) == ("/models/bge-m3", 7)
+
+
+def test_given_fields_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOTAE_EMBEDDING_BATCH_SIZE", "7")
+    monkeypatch.setenv("KOTAE_QUERY_MAX_TOKENS", "99")
+    model = BGEM3Embeddings(batch_size=None, device="cpu")
+    assert (model.batch_size, model.device, model.query_max_tokens) == (None, "cpu", 99)
+
+
+def test_from_settings_maps_every_embedding_setting() -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        embedding_model="/m", embedding_device="cuda:1", embedding_fp16=True,
+        embedding_batch_size=3, embedding_cpu_threads=2, passage_max_tokens=300,
+        query_max_tokens=40)
+    model = BGEM3Embeddings.from_settings(settings)
+    assert (model.model_name_or_path, model.device, model.use_fp16, model.batch_size,
+            model.cpu_threads, model.passage_max_tokens, model.query_max_tokens) == (
+        "/m", "cuda:1", True, 3, 2, 300, 40)
+
+
+def test_importing_the_module_loads_no_torch_and_no_flagembedding() -> None:
+    """`kotae status` and `--help` import this module; torch + FlagEmbedding cost seconds."""
+    heavy = ("torch", "FlagEmbedding", "transformers", "faiss")
+    code = ("import sys, retrieval.embeddings; "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_missing_model_fails_before_torch_is_imported() -> None:
+    code = ("import sys\n"
+            "from retrieval.embeddings import BGEM3Embeddings\n"
+            "from retrieval.errors import ModelUnavailable\n"
+            "try:\n"
+            "    BGEM3Embeddings(model_name_or_path='./no-such-folder', device='auto').flag_model\n"
+            "except ModelUnavailable:\n"
+            "    print('torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "False"
 
 
 class TestBGEM3EmbeddingsStandardUnit(EmbeddingsUnitTests):
