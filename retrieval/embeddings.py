@@ -149,7 +149,12 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         local_dir = locate_checkpoint(self.model_name_or_path)  # before torch: fails in ms
         device = self.resolved_device
         fp16 = device.startswith("cuda") if self.use_fp16 is None else self.use_fp16
-        from FlagEmbedding import BGEM3FlagModel  # ~5 s import: only when a model is needed
+        # ~3 s on 2 cores, imported only when a model is needed. ~2.4 s of it is torch and
+        # transformers' model stack, which XLM-R needs anyway; the rest (datasets, pandas,
+        # pyarrow, peft) comes with the m3 module itself, which imports FlagEmbedding's
+        # fine-tuning package: no import of the real class avoids it without stubbing
+        # FlagEmbedding's packages, which could break silently on an upgrade.
+        from FlagEmbedding import BGEM3FlagModel
 
         if self.cpu_threads is not None:
             import torch
