@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
 import pytest
 
-from bot.app import create_app
-from bot.context import BotContext
 from bot.delivery.thread import STREAM_CALL_CHARS, STREAM_TOTAL_CHARS
 from bot.reindex import ProgressBoard
 from bot.render import SECTION_TEXT_LIMIT
-from bot.server import HttpServer
-from bot.settings import BotSettings
 from retrieval.embeddings import BGEM3Embeddings
-from retrieval.service import KotaeService
 from retrieval.settings import Settings
 from retrieval.versions import IndexLayout
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
@@ -36,68 +29,10 @@ from tests.fakes.slack_signing import (
     event_body,
     post_signed,
     retry_headers,
-    slash_body,
     url_verification_body,
 )
 from tests.helpers import wait_until
-
-SECRET = "test-signing-secret"
-FORM = "application/x-www-form-urlencoded"
-
-
-@dataclass
-class Bot:
-    url: str
-    ctx: BotContext
-    slack: FakeSlackAPI
-    llm: FakeOpenAIServer
-    server: HttpServer
-
-    def send_event(self, event: dict[str, Any], event_id: str,
-                   headers: dict[str, str] | None = None) -> tuple[int, float]:
-        status, _text, elapsed = post_signed(f"{self.url}/slack/events",
-                                             event_body(event, event_id), SECRET,
-                                             extra_headers=headers)
-        return status, elapsed
-
-    def send_command(self, text: str, user: str = "U1", channel: str = "C1"
-                     ) -> tuple[int, str]:
-        body = slash_body(text=text, user_id=user, channel_id=channel,
-                          response_url=self.slack.response_url())
-        status, response, _elapsed = post_signed(f"{self.url}/slack/events", body, SECRET,
-                                                 content_type=FORM)
-        return status, response
-
-    def bot_replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
-        return [m for m in self.slack.thread_messages(channel, thread_ts) if m.get("bot_id")]
-
-    def wait_for_final(self, channel: str, thread_ts: str, count: int = 1,
-                       timeout: float = 20.0) -> list[dict[str, Any]]:
-        """Bot replies in the thread once they carry their final blocks."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            replies = self.bot_replies(channel, thread_ts)
-            finished = [r for r in replies if r.get("blocks")]
-            if len(finished) >= count:
-                time.sleep(0.3)  # let anything extra (a duplicate) show up too
-                return self.bot_replies(channel, thread_ts)
-            time.sleep(0.05)
-        replies = self.bot_replies(channel, thread_ts)
-        raise AssertionError(f"no final reply in {thread_ts}: {replies}")
-
-
-def mention(text: str, ts: str, user: str = "U1", channel: str = "C1",
-            thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
-    event = {"type": "app_mention", "user": user, "text": f"<@UBOT> {text}", "ts": ts,
-             "channel": channel, "event_ts": ts, "team": "T1",
-             "client_msg_id": f"msg-{ts}", **extra}
-    if thread_ts:
-        event["thread_ts"] = thread_ts
-    return event
-
-
-def blocks_text(blocks: list[dict[str, Any]]) -> str:
-    return json.dumps(blocks, ensure_ascii=False)
+from tests.integration.bot_harness import FORM, SECRET, Bot, StartBot, blocks_text, mention
 
 
 def stream_calls(slack: FakeSlackAPI) -> list[SlackCall]:
@@ -108,34 +43,6 @@ def stream_calls(slack: FakeSlackAPI) -> list[SlackCall]:
 def is_progress_edit(call: SlackCall) -> bool:
     """A chat.update that shows partial text; the final message is the one with blocks."""
     return call.blocks is None
-
-
-def make_bot(settings: Settings, embeddings: BGEM3Embeddings, index_dir: Path,
-             fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer | None,
-             tmp_path: Path, **overrides: Any) -> Bot:
-    # exclude_unset: a setting left unset (e.g. docs_dir) stays unset, as in a real deployment
-    values = {**settings.model_dump(exclude_unset=True), "index_dir": index_dir,
-              "chat_max_retries": 0, "chat_timeout": 5.0, "slack_bot_token": "xoxb-test",
-              "slack_signing_secret": SECRET, "slack_api_url": fake_slack.base_url,
-              "port": 0, "admin_user_ids": ["UADMIN"], "stream_update_interval_s": 0.05,
-              "feedback_path": tmp_path / "feedback.jsonl", **overrides}
-    if fake_openai is not None:
-        values.update(openai_api_key="sk-test", openai_base_url=fake_openai.base_url)
-    bot_settings = BotSettings(_env_file=None, **values)  # type: ignore[call-arg]
-    service = KotaeService(bot_settings, embeddings=embeddings)
-    app, ctx = create_app(bot_settings, service)
-    server = HttpServer(app, lambda: service.status(), "127.0.0.1", 0, 4).start()
-    return Bot(f"http://127.0.0.1:{server.port}", ctx, fake_slack, fake_openai, server)
-
-
-@pytest.fixture
-def bot(settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
-        fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer, tmp_path: Path
-        ) -> Iterator[Bot]:
-    running = make_bot(settings, embeddings, sample_index_dir, fake_slack, fake_openai,
-                       tmp_path)
-    yield running
-    running.server.stop()
 
 
 def test_mention_gets_exactly_one_threaded_reply_with_citations(bot: Bot) -> None:
@@ -234,17 +141,11 @@ def test_llm_failure_posts_an_apology_with_sources(bot: Bot) -> None:
     assert "Traceback" not in text
 
 
-def test_missing_index_is_explained_in_the_thread(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path) -> None:
-    empty = make_bot(settings, embeddings, tmp_path / "no-index", fake_slack, fake_openai,
-                     tmp_path)
-    try:
-        empty.send_event(mention("anything?", "1600000000.000800"), "Ev8")
-        [reply] = empty.wait_for_final("C1", "1600000000.000800")
-        assert "kotae index" in blocks_text(reply["blocks"])
-    finally:
-        empty.server.stop()
+def test_missing_index_is_explained_in_the_thread(start_bot: StartBot, tmp_path: Path) -> None:
+    empty = start_bot(tmp_path / "no-index")
+    empty.send_event(mention("anything?", "1600000000.000800"), "Ev8")
+    [reply] = empty.wait_for_final("C1", "1600000000.000800")
+    assert "kotae index" in blocks_text(reply["blocks"])
 
 
 def test_very_long_answer_is_split_within_slack_limits(bot: Bot) -> None:
@@ -319,28 +220,23 @@ def test_reindex_is_refused_for_a_non_admin(bot: Bot) -> None:
 
 
 def test_admin_reindex_reports_progress_and_summary(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
-    admin_bot = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
-                         tmp_path, docs_dir=sample_docs, reindex_progress_interval_s=0)
-    try:
-        status, _response = admin_bot.send_command("reindex --full", user="UADMIN")
-        assert status == 200
-        [progress] = fake_slack.wait_for("chat.postMessage", timeout=10)
-        assert "<@UADMIN> started a full reindex" in progress.text
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            updates = [c.params.get("text", "") for c in fake_slack.calls("chat.update")]
-            if any("Reindex finished" in u for u in updates):
-                break
-            time.sleep(0.1)
-        final = updates[-1]
-        assert "Reindex finished" in final and "added 11" in final
-        # KOTAE_REINDEX_PROGRESS_INTERVAL_S=0: every step shows, in place, before the summary
-        assert any(": embedding " in u and " chunks " in u for u in updates[:-1])
-        assert admin_bot.ctx.service.index.version is not None  # switched in, now serving
-    finally:
-        admin_bot.server.stop()
+        start_bot: StartBot, fake_slack: FakeSlackAPI, tmp_path: Path, sample_docs: Path) -> None:
+    admin_bot = start_bot(tmp_path / "index", docs_dir=sample_docs, reindex_progress_interval_s=0)
+    status, _response = admin_bot.send_command("reindex --full", user="UADMIN")
+    assert status == 200
+    [progress] = fake_slack.wait_for("chat.postMessage", timeout=10)
+    assert "<@UADMIN> started a full reindex" in progress.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        updates = [c.params.get("text", "") for c in fake_slack.calls("chat.update")]
+        if any("Reindex finished" in u for u in updates):
+            break
+        time.sleep(0.1)
+    final = updates[-1]
+    assert "Reindex finished" in final and "added 11" in final
+    # KOTAE_REINDEX_PROGRESS_INTERVAL_S=0: every step shows, in place, before the summary
+    assert any(": embedding " in u and " chunks " in u for u in updates[:-1])
+    assert admin_bot.ctx.service.index.version is not None  # switched in, now serving
 
 
 def test_a_second_reindex_is_told_who_runs_the_first(bot: Bot) -> None:
@@ -374,20 +270,15 @@ def test_feedback_vote_is_recorded_with_the_question(bot: Bot) -> None:
 
 
 def test_over_the_limit_users_are_told_they_are_queued(
-        settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
-        fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer, tmp_path: Path) -> None:
-    busy = make_bot(settings, embeddings, sample_index_dir, fake_slack, fake_openai, tmp_path,
-                    answer_workers=1, answers_per_user=1, queued_notice_after_s=0.1)
-    try:
-        fake_openai.responder = lambda _r: Reply(text="Monday [1].", delay_s=0.5)
-        busy.send_event(mention("When is the on-call handoff?", "1600000000.001200"), "Ev12")
-        busy.send_event(mention("When is the on-call handoff?", "1600000000.001300"), "Ev13")
-        busy.wait_for_final("C1", "1600000000.001300")
-        notes = [m["text"] for m in busy.bot_replies("C1", "1600000000.001300")]
-        assert any("in the queue" in note for note in notes)
-        busy.wait_for_final("C1", "1600000000.001200")
-    finally:
-        busy.server.stop()
+        start_bot: StartBot, fake_openai: FakeOpenAIServer) -> None:
+    busy = start_bot(answer_workers=1, answers_per_user=1, queued_notice_after_s=0.1)
+    fake_openai.responder = lambda _r: Reply(text="Monday [1].", delay_s=0.5)
+    busy.send_event(mention("When is the on-call handoff?", "1600000000.001200"), "Ev12")
+    busy.send_event(mention("When is the on-call handoff?", "1600000000.001300"), "Ev13")
+    busy.wait_for_final("C1", "1600000000.001300")
+    notes = [m["text"] for m in busy.bot_replies("C1", "1600000000.001300")]
+    assert any("in the queue" in note for note in notes)
+    busy.wait_for_final("C1", "1600000000.001200")
 
 
 def test_healthz_reports_the_index(bot: Bot) -> None:
@@ -418,25 +309,20 @@ def test_without_streaming_the_reply_grows_by_edits(bot: Bot) -> None:
 
 
 def test_workspace_admins_may_reindex_when_allowed(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+        start_bot: StartBot, fake_slack: FakeSlackAPI, tmp_path: Path, sample_docs: Path) -> None:
     fake_slack.set_user("UOWNER", is_owner=True)
-    allowed = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
-                       tmp_path, docs_dir=sample_docs, workspace_admins_are_admins=True)
-    try:
-        allowed.send_command("reindex", user="UOWNER")
-        [progress] = fake_slack.wait_for("chat.postMessage", timeout=10)
-        assert "<@UOWNER> started a reindex" in progress.text
-        [lookup] = fake_slack.calls("users.info")
-        assert lookup.params["user"] == "UOWNER"
-        allowed.send_command("reindex", user="UPLAIN")  # a regular member: refused
-        [refusal] = fake_slack.wait_for("response_url")
-        assert "Only kotae admins" in refusal.params["text"]
-        deadline = time.monotonic() + 60  # let the running reindex finish before teardown
-        while time.monotonic() < deadline and allowed.ctx.reindex.running is not None:
-            time.sleep(0.1)
-    finally:
-        allowed.server.stop()
+    allowed = start_bot(tmp_path / "index", docs_dir=sample_docs, workspace_admins_are_admins=True)
+    allowed.send_command("reindex", user="UOWNER")
+    [progress] = fake_slack.wait_for("chat.postMessage", timeout=10)
+    assert "<@UOWNER> started a reindex" in progress.text
+    [lookup] = fake_slack.calls("users.info")
+    assert lookup.params["user"] == "UOWNER"
+    allowed.send_command("reindex", user="UPLAIN")  # a regular member: refused
+    [refusal] = fake_slack.wait_for("response_url")
+    assert "Only kotae admins" in refusal.params["text"]
+    deadline = time.monotonic() + 60  # let the running reindex finish before teardown
+    while time.monotonic() < deadline and allowed.ctx.reindex.running is not None:
+        time.sleep(0.1)
 
 
 # --- Slack's limits and failures: rate limits, long threads, used-up response URLs ---
@@ -508,25 +394,20 @@ def test_progress_edits_slack_keeps_refusing_are_skipped(bot: Bot) -> None:
 
 
 def test_a_rate_limited_reindex_progress_edit_does_not_hold_up_the_index(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+        start_bot: StartBot, fake_slack: FakeSlackAPI, tmp_path: Path, sample_docs: Path) -> None:
     def is_progress(call: SlackCall) -> bool:
         return "Reindex finished" not in (call.text or "")
 
-    admin_bot = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
-                         tmp_path, docs_dir=sample_docs, reindex_progress_interval_s=0)
-    try:
-        fake_slack.fail("chat.update", "ratelimited", status=429, retry_after=RETRY_AFTER_S,
-                        times=1, when=is_progress)
-        admin_bot.send_command("reindex --full", user="UADMIN")
-        wait_until(lambda: any("Reindex finished" in (c.text or "")
-                               for c in fake_slack.calls("chat.update")), timeout=60)
-        limited, *_rest, summary = fake_slack.calls("chat.update")
-        assert summary.received_at - limited.received_at < RETRY_AFTER_S - 2
-        assert not fake_slack.calls("response_url")  # a skipped edit is not posted elsewhere
-        wait_for_reindex(admin_bot)
-    finally:
-        admin_bot.server.stop()
+    admin_bot = start_bot(tmp_path / "index", docs_dir=sample_docs, reindex_progress_interval_s=0)
+    fake_slack.fail("chat.update", "ratelimited", status=429, retry_after=RETRY_AFTER_S,
+                    times=1, when=is_progress)
+    admin_bot.send_command("reindex --full", user="UADMIN")
+    wait_until(lambda: any("Reindex finished" in (c.text or "")
+                           for c in fake_slack.calls("chat.update")), timeout=60)
+    limited, *_rest, summary = fake_slack.calls("chat.update")
+    assert summary.received_at - limited.received_at < RETRY_AFTER_S - 2
+    assert not fake_slack.calls("response_url")  # a skipped edit is not posted elsewhere
+    wait_for_reindex(admin_bot)
 
 
 def thread_of(parent: str, replies: int) -> list[dict[str, Any]]:
@@ -539,44 +420,34 @@ def thread_of(parent: str, replies: int) -> list[dict[str, Any]]:
 
 
 def test_thread_history_keeps_the_newest_messages_of_a_long_thread(
-        settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
-        fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer, tmp_path: Path) -> None:
-    history_bot = make_bot(settings, embeddings, sample_index_dir, fake_slack, fake_openai,
-                           tmp_path, thread_history_messages=5)
-    try:
-        parent = "1600000000.003000"
-        fake_slack.set_thread("C1", parent, thread_of(parent, 29))  # 30 messages
-        fake_slack.replies_page_max = 15  # as Slack pages for some apps: several pages here
-        fake_openai.push(Reply(text="What is message 29 about?"), Reply(text="It is [1]."))
-        history_bot.send_event(mention("and the last one?", "1600000000.003100",
-                                       thread_ts=parent), "Ev30")
-        history_bot.wait_for_final("C1", parent)
-        condense = fake_openai.requests[0].messages[-1]["content"]
-        for number in range(25, 30):
-            assert f"message {number}" in condense
-        assert "message 24" not in condense and "message 0" not in condense
-        pages = fake_slack.calls("conversations.replies")
-        assert len(pages) == 2 and pages[1].params.get("cursor")
-    finally:
-        history_bot.server.stop()
+        start_bot: StartBot, fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer) -> None:
+    history_bot = start_bot(thread_history_messages=5)
+    parent = "1600000000.003000"
+    fake_slack.set_thread("C1", parent, thread_of(parent, 29))  # 30 messages
+    fake_slack.replies_page_max = 15  # as Slack pages for some apps: several pages here
+    fake_openai.push(Reply(text="What is message 29 about?"), Reply(text="It is [1]."))
+    history_bot.send_event(mention("and the last one?", "1600000000.003100",
+                                   thread_ts=parent), "Ev30")
+    history_bot.wait_for_final("C1", parent)
+    condense = fake_openai.requests[0].messages[-1]["content"]
+    for number in range(25, 30):
+        assert f"message {number}" in condense
+    assert "message 24" not in condense and "message 0" not in condense
+    pages = fake_slack.calls("conversations.replies")
+    assert len(pages) == 2 and pages[1].params.get("cursor")
 
 
 def test_thread_history_of_zero_messages_does_not_read_the_thread(
-        settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
-        fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer, tmp_path: Path) -> None:
-    no_history = make_bot(settings, embeddings, sample_index_dir, fake_slack, fake_openai,
-                          tmp_path, thread_history_messages=0)
-    try:
-        parent = "1600000000.003200"
-        fake_slack.set_thread("C1", parent, thread_of(parent, 3))
-        fake_openai.push(Reply(text="Monday [1]."))
-        no_history.send_event(mention("When is the handoff?", "1600000000.003300",
-                                      thread_ts=parent), "Ev32")
-        no_history.wait_for_final("C1", parent)
-        assert not fake_slack.calls("conversations.replies")
-        assert len(fake_openai.requests) == 1  # no history, so no condense step
-    finally:
-        no_history.server.stop()
+        start_bot: StartBot, fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer) -> None:
+    no_history = start_bot(thread_history_messages=0)
+    parent = "1600000000.003200"
+    fake_slack.set_thread("C1", parent, thread_of(parent, 3))
+    fake_openai.push(Reply(text="Monday [1]."))
+    no_history.send_event(mention("When is the handoff?", "1600000000.003300",
+                                  thread_ts=parent), "Ev32")
+    no_history.wait_for_final("C1", parent)
+    assert not fake_slack.calls("conversations.replies")
+    assert len(fake_openai.requests) == 1  # no history, so no condense step
 
 
 @pytest.fixture
@@ -591,34 +462,24 @@ def broken_index_dir(tmp_path: Path) -> Path:
 
 
 def test_private_answer_failure_is_told_through_the_response_url(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, broken_index_dir: Path) -> None:
-    broken = make_bot(settings, embeddings, broken_index_dir, fake_slack, fake_openai,
-                      tmp_path)
-    try:
-        fake_slack.fail("chat.postMessage", "not_in_channel")  # so: answer privately
-        status, _response = broken.send_command("When is the on-call handoff?")
-        assert status == 200
-        [apology] = fake_slack.wait_for("response_url", timeout=10)
-        assert "couldn't answer that" in (apology.text or "")
-        assert "went wrong on my side" in (apology.text or "")
-        assert "Traceback" not in json.dumps(apology.params)
-        assert "JSONDecodeError" not in json.dumps(apology.params)
-    finally:
-        broken.server.stop()
+        start_bot: StartBot, fake_slack: FakeSlackAPI, broken_index_dir: Path) -> None:
+    broken = start_bot(broken_index_dir)
+    fake_slack.fail("chat.postMessage", "not_in_channel")  # so: answer privately
+    status, _response = broken.send_command("When is the on-call handoff?")
+    assert status == 200
+    [apology] = fake_slack.wait_for("response_url", timeout=10)
+    assert "couldn't answer that" in (apology.text or "")
+    assert "went wrong on my side" in (apology.text or "")
+    assert "Traceback" not in json.dumps(apology.params)
+    assert "JSONDecodeError" not in json.dumps(apology.params)
 
 
 def test_status_that_cannot_be_read_is_still_acknowledged(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, broken_index_dir: Path) -> None:
-    broken = make_bot(settings, embeddings, broken_index_dir, fake_slack, fake_openai,
-                      tmp_path)
-    try:
-        status, response = broken.send_command("status")
-        assert status == 200
-        assert "couldn't read the index status" in response and "Traceback" not in response
-    finally:
-        broken.server.stop()
+        start_bot: StartBot, broken_index_dir: Path) -> None:
+    broken = start_bot(broken_index_dir)
+    status, response = broken.send_command("status")
+    assert status == 200
+    assert "couldn't read the index status" in response and "Traceback" not in response
 
 
 def wait_for_reindex(bot: Bot) -> None:
@@ -626,47 +487,37 @@ def wait_for_reindex(bot: Bot) -> None:
 
 
 def test_reindex_through_the_response_url_keeps_a_use_for_the_summary(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path,
+        start_bot: StartBot, fake_slack: FakeSlackAPI, tmp_path: Path, sample_docs: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # no gap between progress posts, so progress alone would use the URL up
     monkeypatch.setattr(ProgressBoard, "RESPONSE_URL_GAP_S", 0.0)
-    private = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
-                       tmp_path, docs_dir=sample_docs, reindex_progress_interval_s=0)
-    try:
-        fake_slack.fail("chat.postMessage", "not_in_channel")  # the bot is not in the channel
-        private.send_command("reindex --full", user="UADMIN")
-        wait_until(lambda: fake_slack.calls("response_url"), timeout=60)  # request taken
-        wait_for_reindex(private)
-        responses = fake_slack.calls("response_url")
-        assert len(responses) == 5 and not fake_slack.calls(RESPONSE_URL_REFUSED)
-        assert "started a full reindex" in (responses[0].text or "")
-        # three progress posts: every use to spare, and not one more
-        assert all("started a full reindex: " in (r.text or "") for r in responses[1:-1])
-        assert "Reindex finished" in (responses[-1].text or "")
-    finally:
-        private.server.stop()
+    private = start_bot(tmp_path / "index", docs_dir=sample_docs, reindex_progress_interval_s=0)
+    fake_slack.fail("chat.postMessage", "not_in_channel")  # the bot is not in the channel
+    private.send_command("reindex --full", user="UADMIN")
+    wait_until(lambda: fake_slack.calls("response_url"), timeout=60)  # request taken
+    wait_for_reindex(private)
+    responses = fake_slack.calls("response_url")
+    assert len(responses) == 5 and not fake_slack.calls(RESPONSE_URL_REFUSED)
+    assert "started a full reindex" in (responses[0].text or "")
+    # three progress posts: every use to spare, and not one more
+    assert all("started a full reindex: " in (r.text or "") for r in responses[1:-1])
+    assert "Reindex finished" in (responses[-1].text or "")
 
 
 def test_reindex_while_the_cli_holds_the_lock_is_answered_privately(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
-    locked = make_bot(settings, embeddings, tmp_path / "index", fake_slack, fake_openai,
-                      tmp_path, docs_dir=sample_docs)
-    try:
-        with IndexLayout(tmp_path / "index").lock("kotae index (cli, test)"):
-            locked.send_command("reindex", user="UADMIN")
-            [busy] = fake_slack.wait_for("response_url", timeout=10)
-            wait_for_reindex(locked)
-        assert "kotae index (cli, test)" in (busy.text or "")
-        assert not fake_slack.calls("chat.postMessage")  # nothing public, nothing to rewrite
-    finally:
-        locked.server.stop()
+        start_bot: StartBot, fake_slack: FakeSlackAPI, tmp_path: Path, sample_docs: Path) -> None:
+    locked = start_bot(tmp_path / "index", docs_dir=sample_docs)
+    with IndexLayout(tmp_path / "index").lock("kotae index (cli, test)"):
+        locked.send_command("reindex", user="UADMIN")
+        [busy] = fake_slack.wait_for("response_url", timeout=10)
+        wait_for_reindex(locked)
+    assert "kotae index (cli, test)" in (busy.text or "")
+    assert not fake_slack.calls("chat.postMessage")  # nothing public, nothing to rewrite
 
 
 def test_reindex_without_docs_dir_refreshes_the_indexed_folders(
-        settings: Settings, embeddings: BGEM3Embeddings, fake_slack: FakeSlackAPI,
-        fake_openai: FakeOpenAIServer, tmp_path: Path, sample_docs: Path) -> None:
+        start_bot: StartBot, settings: Settings, embeddings: BGEM3Embeddings,
+        fake_slack: FakeSlackAPI, tmp_path: Path, sample_docs: Path) -> None:
     from retrieval.indexer import Indexer
 
     team_docs = sample_docs  # "the team's documents", somewhere else than the bundled samples
@@ -680,18 +531,14 @@ def test_reindex_without_docs_dir_refreshes_the_indexed_folders(
     assert first.switched and len(first.added) == 12
     (team_docs / "late-note.md").write_text("# Late\n\nAdded after the first index.\n", "utf-8")
 
-    bot = make_bot(no_docs_dir, embeddings, index_dir, fake_slack, fake_openai, tmp_path,
-                   reindex_progress_interval_s=0)
-    try:
-        bot.send_command("reindex", user="UADMIN")
-        wait_until(lambda: any("Reindex finished" in (c.text or "")
-                               for c in fake_slack.calls("chat.update")), timeout=60)
-        wait_for_reindex(bot)
-        summary = fake_slack.calls("chat.update")[-1].text or ""
-        assert "added 1, updated 0, removed 0, unchanged 12" in summary
-        assert bot.ctx.service.status()["documents"] == 13
-    finally:
-        bot.server.stop()
+    bot = start_bot(index_dir, settings=no_docs_dir, reindex_progress_interval_s=0)
+    bot.send_command("reindex", user="UADMIN")
+    wait_until(lambda: any("Reindex finished" in (c.text or "")
+                           for c in fake_slack.calls("chat.update")), timeout=60)
+    wait_for_reindex(bot)
+    summary = fake_slack.calls("chat.update")[-1].text or ""
+    assert "added 1, updated 0, removed 0, unchanged 12" in summary
+    assert bot.ctx.service.status()["documents"] == 13
 
 
 # --- streaming ---
