@@ -25,7 +25,7 @@ from langchain_core.documents import Document
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval.loaders import HEADING_KINDS, SourceFile
+from retrieval.loaders import HEADING_KINDS, SourceFile, plain_heading
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,10 @@ def chunk_source(
     id_prefix = hashlib.sha1(source.source.encode("utf-8"), usedforsecurity=False).hexdigest()[:12]
 
     chunks: list[Chunk] = []
-    for heading_path, section, page in _sections(source):
+    sections = _sections(source)
+    if source.kind in HEADING_KINDS and not any(text.strip() for _path, text, _page in sections):
+        sections = _headings_only(source)
+    for heading_path, section, page in sections:
         for piece in splitter.split_text(section):
             for text in _within_limit(piece, length, chunk_size):
                 if not text.strip():
@@ -152,6 +155,20 @@ def _sections(source: SourceFile) -> list[tuple[list[str], str, int | None]]:
     return sections
 
 
+def _headings_only(source: SourceFile) -> list[tuple[list[str], str, int | None]]:
+    """A file that is only headings ("# Vue 2 vs. Vue 3 FAQ") still says something: its
+    headings are its text, one per line, so it can be found and cited."""
+    splitter = MarkdownHeaderTextSplitter(_HEADERS, strip_headers=False)
+    lines = [
+        _heading_text(line.lstrip("#"))
+        for document in splitter.split_text(_printable_whitespace(source.text))
+        for line in document.page_content.split("\n")
+        if line.lstrip().startswith("#")
+    ]
+    text = "\n".join(line for line in lines if line)
+    return [([], text, None)] if text else []
+
+
 def _printable_whitespace(text: str) -> str:
     """Tabs and full-width spaces as plain spaces: MarkdownHeaderTextSplitter drops every
     character that `str.isprintable()` rejects, which would glue words together."""
@@ -159,8 +176,9 @@ def _printable_whitespace(text: str) -> str:
 
 
 def _heading_text(raw: str) -> str:
-    # Closing hashes of "## Heading ##" are decoration, not part of the heading.
-    return re.sub(r"\s+#+\s*$", "", raw).strip()
+    """What a reader sees of a heading: no closing hashes, `{#id}` anchors or inline Markdown,
+    so citations say "Reactivity › reactive()", not "… `reactive()` \\*\\* {#reactive}"."""
+    return plain_heading(raw)
 
 
 def _within_limit(text: str, length: TokenLength, chunk_size: int) -> list[str]:
