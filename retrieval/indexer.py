@@ -1,32 +1,26 @@
 """Build or update the index: incremental by file content hash, atomic by version switch.
 
-A run copies the served version into a new build folder, removes the chunks of changed and
-deleted files, embeds only new and changed files, then publishes the build with one rename. A
-crash or Ctrl-C leaves the served version untouched; a lock keeps a second indexer out.
+A run begins a build from the served version, removes the chunks of changed and deleted files,
+embeds only new and changed files, then publishes the build with one switch. A crash or Ctrl-C
+leaves the served version untouched; a lock keeps a second indexer out. Everything about the
+index goes through the store seam (`retrieval.stores`), so any backend serves.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from retrieval.chunking import Chunk, chunk_source
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import IndexPathMissing, IndexSwapRefused
 from retrieval.loaders import SourceFile, hash_file, iter_source_paths, load_path
 from retrieval.settings import BUNDLED_SAMPLES, Settings
-from retrieval.store import (
-    DENSE_FILE,
-    DOCSTORE_FILE,
-    FileRecord,
-    HybridStore,
-    read_file_records,
-)
-from retrieval.versions import IndexLayout
+from retrieval.stores import ChunkStore, FileRecord, open_store_backend
 
 logger = logging.getLogger(__name__)
 
@@ -88,16 +82,16 @@ def default_roots(settings: Settings) -> list[Path]:
     """
     if "docs_dir" in settings.model_fields_set:
         return [settings.docs_dir]
-    layout = IndexLayout(settings.index_dir)
-    current = layout.current_version()
+    versions = open_store_backend(settings)
+    current = versions.current_version()
     if current is None:
         return [settings.docs_dir]
-    recorded = layout.manifest(current).get("paths")
+    recorded = versions.manifest(current).get("paths")
     if recorded:
         return [Path(path) for path in recorded]
     # A version built before folders were recorded: refresh exactly its files (new files
     # need one run with explicit folders), rather than swap them for the samples.
-    files = sorted(read_file_records(layout.version_dir(current)))
+    files = sorted(versions.file_records(current))
     if files:
         logger.warning("index version %s does not record its folders; reindexing its %d "
                        "files. Run `kotae index <folder>` once to record them.", current,
@@ -120,7 +114,7 @@ class Indexer:
     def __init__(self, settings: Settings, embeddings: BGEM3Embeddings) -> None:
         self.settings = settings
         self.embeddings = embeddings
-        self.layout = IndexLayout(settings.index_dir)
+        self.versions = open_store_backend(settings)
 
     def run(self, paths: Sequence[Path] | None = None, *, full: bool = False,
             replace: bool = False, holder: str = "cli",
@@ -135,8 +129,8 @@ class Indexer:
         """
         report = progress or (lambda _p: None)
         started = time.perf_counter()
-        with self.layout.lock(holder):
-            self.layout.remove_stale_builds()
+        with self.versions.lock(holder):
+            self.versions.remove_stale_builds()
             explicit = bool(paths)
             roots = [Path(p) for p in paths] if paths else default_roots(self.settings)
             summary = self._run_locked(roots, full, report,
@@ -148,7 +142,7 @@ class Indexer:
     def _run_locked(self, roots: list[Path], full: bool, report: ProgressCallback,
                     guard_removals: bool) -> IndexSummary:
         summary = IndexSummary()
-        current = self.layout.current_version()
+        current = self.versions.current_version()
         if not any(root.exists() for root in roots):
             raise IndexPathMissing(
                 f"{_names(roots)}: no such file or folder. Nothing was indexed"
@@ -158,12 +152,15 @@ class Indexer:
         report(IndexProgress("scanning", files_total=len(paths)))
         hashes = {source_key(p): (p, hash_file(p)) for p in paths}
 
-        served = read_file_records(self.layout.version_dir(current)) if current else {}
-        reuse = current is not None and not full and self._compatible(current)
+        served = self.versions.file_records(current) if current else {}
+        # read only where it is used: a rebuild from scratch (--full) does not need it
+        needs_manifest = current is not None and (not full or guard_removals)
+        served_manifest = self.versions.manifest(current) if needs_manifest else {}
+        reuse = current is not None and not full and self._compatible(served_manifest)
         previous = served if reuse else {}
         # Files that failed with exactly these bytes last time fail the same way again: they
         # are reported, not re-read, and do not make a run publish a new version.
-        known_failures = self._failures(current) if reuse else {}
+        known_failures = _failures(served_manifest) if reuse else {}
         failing_again = {key: known_failures[key]["reason"] for key, (_p, h) in hashes.items()
                          if key in known_failures and known_failures[key]["hash"] == h}
         changed = {key for key, (_p, h) in hashes.items() if key not in failing_again
@@ -191,20 +188,17 @@ class Indexer:
                                     *kept_keys])
         summary.removed = sorted(k for k in gone if k not in kept_keys)
         if guard_removals and current is not None:
-            self._refuse_a_swap(current, roots, served,
-                                [k for k in served if k not in hashes and k not in kept_keys])
+            _refuse_a_swap(served_manifest, roots, served,
+                           [k for k in served if k not in hashes and k not in kept_keys])
         if reuse and not changed and not summary.removed:
             summary.version = current
-            summary.chunks_total = self._count(current)
+            summary.chunks_total = int(served_manifest.get("chunks", 0))
             return summary
 
-        version, build_dir = self.layout.new_build()
+        build = self.versions.begin_build(self.embeddings.dimension,
+                                          base=current if reuse else None)
+        version, store = build.version, build.store
         try:
-            if reuse:
-                assert current is not None
-                for name in (DENSE_FILE, DOCSTORE_FILE):
-                    shutil.copy2(self.layout.version_dir(current) / name, build_dir / name)
-            store = HybridStore(build_dir, self.embeddings.dimension, device="cpu")
             for key in summary.removed:
                 store.delete_source(key)
             failures = {key: known_failures[key] for key in failing_again}
@@ -217,7 +211,6 @@ class Indexer:
             report(IndexProgress("saving", chunks_done=summary.chunks_embedded,
                                  chunks_total=summary.chunks_embedded))
             store.set_meta(model=self.settings.embedding_model, dim=self.embeddings.dimension)
-            store.save()
             summary.chunks_total = store.count
             manifest = {
                 "version": version, "model": self.settings.embedding_model,
@@ -230,39 +223,15 @@ class Indexer:
                           if root.exists() or kept.get(source_key(root))],
                 "failed": failures,
             }
-            store.close()
-            self.layout.publish(version, build_dir, manifest)
+            build.publish(manifest)  # saves the store, then switches readers to it
         except BaseException:
-            shutil.rmtree(build_dir, ignore_errors=True)  # the served version stays as it was
+            build.discard()  # the served version stays as it was
             raise
+        self.versions.prune()
         summary.version, summary.switched = version, True
         return summary
 
-    def _refuse_a_swap(self, current: str, roots: list[Path], served: dict[str, FileRecord],
-                       removed: list[str]) -> None:
-        """Explicit paths other than the index's folders, removing most of what it serves,
-        are far more often a typo or a misunderstanding ("add this folder") than a wish to
-        swap the corpus: ask for `--replace`. The bundled samples may always be replaced."""
-        recorded = sorted(self.layout.manifest(current).get("paths") or [])
-        if sorted(source_key(root) for root in roots) == recorded:
-            return
-        samples = BUNDLED_SAMPLES.resolve().as_posix()
-        team_files = [key for key in served if not _is_under(key, samples)]
-        lost = [key for key in removed if not _is_under(key, samples)]
-        if team_files and len(lost) * 2 > len(team_files):
-            folders = ", ".join(recorded) or "its files"
-            raise IndexSwapRefused(
-                f"Indexing only {_names(roots)} would remove {len(lost)} of the "
-                f"{len(team_files)} files the index serves (it was built from {folders}). "
-                f"Nothing was changed. To add to the index, name its folders too "
-                f"(`kotae index {' '.join(recorded + [str(r) for r in roots])}`); to replace "
-                "its documents, run again with --replace.")
-
-    def _failures(self, version: str) -> dict[str, dict[str, str]]:
-        failed = self.layout.manifest(version).get("failed")
-        return failed if isinstance(failed, dict) else {}
-
-    def _index_files(self, store: HybridStore, paths: list[Path],
+    def _index_files(self, store: ChunkStore, paths: list[Path],
                      previous: dict[str, FileRecord], summary: IndexSummary,
                      report: ProgressCallback) -> None:
         loaded = load_path(paths)
@@ -303,15 +272,38 @@ class Indexer:
                 source.source)
         summary.chunks_embedded = done
 
-    def _compatible(self, version: str) -> bool:
+    def _compatible(self, manifest: dict[str, Any]) -> bool:
         """An old version is reused only if it was built with the same model and chunking."""
-        manifest = self.layout.manifest(version)
         return (manifest.get("model") == self.settings.embedding_model
                 and manifest.get("chunk_size") == self.settings.chunk_size
                 and manifest.get("chunk_overlap") == self.settings.chunk_overlap)
 
-    def _count(self, version: str) -> int:
-        return int(self.layout.manifest(version).get("chunks", 0))
+
+def _refuse_a_swap(manifest: dict[str, Any], roots: list[Path], served: dict[str, FileRecord],
+                   removed: list[str]) -> None:
+    """Explicit paths other than the index's folders, removing most of what it serves, are far
+    more often a typo or a misunderstanding ("add this folder") than a wish to swap the
+    corpus: ask for `--replace`. The bundled samples may always be replaced."""
+    recorded = sorted(manifest.get("paths") or [])
+    if sorted(source_key(root) for root in roots) == recorded:
+        return
+    samples = BUNDLED_SAMPLES.resolve().as_posix()
+    team_files = [key for key in served if not _is_under(key, samples)]
+    lost = [key for key in removed if not _is_under(key, samples)]
+    if team_files and len(lost) * 2 > len(team_files):
+        folders = ", ".join(recorded) or "its files"
+        raise IndexSwapRefused(
+            f"Indexing only {_names(roots)} would remove {len(lost)} of the "
+            f"{len(team_files)} files the index serves (it was built from {folders}). "
+            f"Nothing was changed. To add to the index, name its folders too "
+            f"(`kotae index {' '.join(recorded + [str(r) for r in roots])}`); to replace "
+            "its documents, run again with --replace.")
+
+
+def _failures(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Files that failed in the version `manifest` describes: source -> {hash, reason}."""
+    failed = manifest.get("failed")
+    return failed if isinstance(failed, dict) else {}
 
 
 def _batches(items: list[Chunk], size: int) -> Iterable[list[Chunk]]:

@@ -1,10 +1,11 @@
 """HybridRetriever: dense + sparse (+ ColBERT) retrieval over the served index, as a LangChain
 BaseRetriever.
 
-Candidates are the dense top-N from FAISS and the sparse top-N from the lexical index. Each
-candidate then gets all the scores of the mode — its dense score from its stored vector, its
-sparse score from its stored weights, and in mode `all` a ColBERT score from one forward pass
-over the candidates — and is ranked by the weighted mean FlagEmbedding's `compute_score` uses:
+Candidates are the dense top-N from the store (FAISS, in the local backend) and the sparse
+top-N from the lexical index. Each candidate then gets all the scores of the mode — its dense
+score from its stored vector, its sparse score from its stored weights, and in mode `all` a
+ColBERT score from one forward pass over the candidates — and is ranked by the weighted mean
+FlagEmbedding's `compute_score` uses:
 
     dense: d    sparse: s    hybrid: (w0 d + w1 s) / (w0 + w1)    all: (w0 d + w1 s + w2 c) / Σw
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -31,8 +31,8 @@ from retrieval.devices import default_mode
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import IndexMissing
 from retrieval.settings import Settings
+from retrieval.stores import ServedIndex, StoredChunk
 from retrieval.types import RetrievalMode, SearchHit
-from retrieval.versions import LiveIndex
 
 
 def colbert_score(query_vecs: np.ndarray, passage_vecs: np.ndarray) -> float:
@@ -104,7 +104,7 @@ class HybridRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    index: LiveIndex
+    index: ServedIndex
     embeddings: BGEM3Embeddings
     mode: RetrievalMode = "hybrid"
     weights: list[float] = Field(default_factory=lambda: [0.4, 0.2, 0.4])
@@ -113,7 +113,7 @@ class HybridRetriever(BaseRetriever):
     rerank: int = 20  # mode all: hybrid finalists that get a ColBERT score
 
     @classmethod
-    def from_settings(cls, settings: Settings, index: LiveIndex,
+    def from_settings(cls, settings: Settings, index: ServedIndex,
                       embeddings: BGEM3Embeddings) -> HybridRetriever:
         return cls(index=index, embeddings=embeddings, mode=default_mode(settings),
                    weights=settings.hybrid_weights, k=settings.top_k,
@@ -180,7 +180,7 @@ class HybridRetriever(BaseRetriever):
                 colbert=None if colbert is None else float(colbert[position])))
         return hits
 
-    def _colbert_scores(self, rows: list[int], stored: dict[int, Any],
+    def _colbert_scores(self, rows: list[int], stored: dict[int, StoredChunk],
                         query_colbert: list[np.ndarray] | None) -> np.ndarray:
         """ColBERT score of each row (0.0 for a row gone from the docstore)."""
         assert query_colbert is not None

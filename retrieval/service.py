@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from retrieval.devices import cuda_available, default_mode, resolved_faiss_device
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.settings import Settings
+from retrieval.stores import ServedIndex, open_store_backend
 from retrieval.types import Answer, RetrievalMode, SearchHit
-from retrieval.versions import LiveIndex
 
 if TYPE_CHECKING:  # the chain pulls in LangChain and the OpenAI client: ~1 s, not for `status`
     from langchain_core.language_models import BaseChatModel
@@ -32,7 +32,7 @@ class KotaeService:
         self.settings = settings
         self._chat_model = chat_model
         self.embeddings = embeddings or BGEM3Embeddings.from_settings(settings)
-        self.index = LiveIndex(settings.index_dir, device=settings.faiss_device)
+        self.index = ServedIndex(open_store_backend(settings))
         self._reindex_lock = threading.Lock()
 
     @functools.cached_property

@@ -1,7 +1,7 @@
-"""LangChain's `VectorStore` interface over a `HybridStore`.
+"""LangChain's `VectorStore` interface over any `ChunkStore` (the local `HybridStore` by default).
 
-kotae's own path (indexer → `HybridRetriever`) uses `HybridStore` directly, because it needs the
-sparse and ColBERT views the generic interface has no room for. This adapter is for everything
+kotae's own path (indexer → `HybridRetriever`) uses the `ChunkStore` directly, because it needs
+the sparse and ColBERT views the generic interface has no room for. This adapter is for everything
 else that speaks LangChain: `add_documents`, `similarity_search`, `get_by_ids`, `delete`,
 `as_retriever()` — with any `Embeddings`. With `BGEM3Embeddings` it also stores the sparse
 lexical weights (from the same forward pass), so documents added here are found by the hybrid
@@ -24,7 +24,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from retrieval.embeddings import BGEM3Embeddings
-from retrieval.store import HybridStore, StoredChunk
+from retrieval.stores import ChunkStore, StoredChunk
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
@@ -48,9 +48,10 @@ def _document(chunk: StoredChunk) -> Document:
 
 
 class HybridVectorStore(VectorStore):
-    """A `VectorStore` whose documents live in a `HybridStore` (FAISS + SQLite, no pickle)."""
+    """A `VectorStore` whose documents live in a `ChunkStore` (locally FAISS + SQLite, no
+    pickle)."""
 
-    def __init__(self, store: HybridStore, embedding: Embeddings) -> None:
+    def __init__(self, store: ChunkStore, embedding: Embeddings) -> None:
         self.store = store
         self.embedding = embedding
 
@@ -126,7 +127,10 @@ class HybridVectorStore(VectorStore):
                    metadatas: list[dict] | None = None, *, ids: list[str] | None = None,
                    folder: str | Path | None = None, faiss_device: str = "cpu",
                    **kwargs: Any) -> HybridVectorStore:
-        """A new store in `folder` (required: the docstore is a SQLite file there)."""
+        """A new local store in `folder` (required: the docstore is a SQLite file there). For
+        another backend, build its `ChunkStore` and pass it to the constructor."""
+        from retrieval.stores.local.store import HybridStore
+
         if folder is None:
             raise ValueError("HybridVectorStore.from_texts needs folder=... for its files")
         dense, sparse = _views(embedding, texts)  # one pass: the dimension comes with it

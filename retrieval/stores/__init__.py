@@ -1,0 +1,60 @@
+"""Index backends behind one seam (`retrieval.stores.base`): `open_store_backend(settings)`
+gives the `IndexVersions` of the configured backend, and callers use nothing else.
+
+Adding a backend is one module (a class with `IndexVersions`' methods, whose builds and opened
+versions follow `IndexBuild`, `ChunkStore` and `ChunkReader`) and one entry in `BACKENDS`.
+Openers import their backend when called, so importing this package costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from retrieval.stores.base import (
+    ChunkReader,
+    ChunkStore,
+    FileRecord,
+    IndexBuild,
+    IndexVersions,
+    StoredChunk,
+)
+from retrieval.stores.served import ServedIndex
+
+if TYPE_CHECKING:
+    from retrieval.settings import Settings
+
+BackendOpener = Callable[["Settings"], IndexVersions]
+
+
+def _open_local(settings: Settings) -> IndexVersions:
+    from retrieval.stores.local import LocalVersions
+
+    return LocalVersions(settings.index_dir, device=settings.faiss_device)
+
+
+BACKENDS: dict[str, BackendOpener] = {"local": _open_local}
+DEFAULT_BACKEND = "local"
+
+
+def open_store_backend(settings: Settings, backend: str = DEFAULT_BACKEND) -> IndexVersions:
+    """The index versions of `backend` as `settings` configure them."""
+    try:
+        opener = BACKENDS[backend]
+    except KeyError:
+        raise ValueError(f"unknown index backend {backend!r}; known: "
+                         f"{', '.join(sorted(BACKENDS))}") from None
+    return opener(settings)
+
+
+__all__ = [
+    "BACKENDS",
+    "ChunkReader",
+    "ChunkStore",
+    "FileRecord",
+    "IndexBuild",
+    "IndexVersions",
+    "ServedIndex",
+    "StoredChunk",
+    "open_store_backend",
+]

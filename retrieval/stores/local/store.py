@@ -1,0 +1,359 @@
+"""The local backend's `ChunkStore`: one index version on disk, dense vectors in FAISS,
+text/metadata/sparse weights in SQLite, and a sparse inverted index for lexical search.
+
+Why not langchain_community's FAISS? It pickles its docstore (unsafe to load from a folder a
+user can replace), lets the index and docstore drift apart on a duplicate id, has no GPU
+support, reports inverted relevance scores for inner product, and langchain-community is being
+sunset. So this is a VectorStore on faiss directly:
+
+- FAISS `IndexIDMap2(IndexFlatIP)` over L2-normalised vectors: scores are cosine similarities.
+  Ids are SQLite row ids, so vectors and rows share one key.
+- On a GPU the index is cloned there for search; the CPU copy stays authoritative for
+  persistence and deletes (GPU indexes support neither `write_index` nor `remove_ids`), and GPU
+  searches are serialised because GPU resources are not thread-safe.
+- Sparse weights are stored per chunk as two little blobs (token ids, weights) and assembled
+  into a scipy CSR matrix (tokens x chunks) for lexical search; saved as a plain `.npz`.
+- Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from scipy import sparse as sp
+
+from retrieval.stores.base import FileRecord, StoredChunk
+from retrieval.stores.local.docstore import (
+    CHUNK_COLUMNS,
+    DENSE_FILE,
+    DOCSTORE_FILE,
+    SCHEMA,
+    SPARSE_FILE,
+    connect_read_only,
+    file_records,
+    placeholders,
+    stored_chunks,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _sparse_arrays(ids: bytes, weights: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's stored sparse blobs as (token ids, weights)."""
+    return np.frombuffer(ids, np.int32), np.frombuffer(weights, np.float32)
+
+
+def faiss_has_gpu() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class HybridStore:
+    """Dense + sparse + docstore for one index version folder. Thread-safe for readers."""
+
+    def __init__(self, folder: Path, dim: int, *, device: str = "auto", gpu_fp16: bool = False,
+                 read_only: bool = False) -> None:
+        self.folder = Path(folder)
+        self.dim = dim
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._gpu_lock = threading.Lock()
+        self._db = self._connect()
+        dense_path = self.folder / DENSE_FILE
+        if dense_path.exists():
+            self._index = faiss.read_index(str(dense_path))
+            if self._index.d != dim:
+                raise ValueError(f"{dense_path} holds {self._index.d}-d vectors, expected {dim}")
+        else:
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._sparse_matrix: sp.csr_matrix | None = None
+        self._sparse_rows = np.zeros(0, np.int64)
+        self._load_sparse()
+        self._gpu_index: Any = None
+        self._gpu_resources: Any = None
+        self.on_gpu = self._want_gpu(device)
+        self._gpu_fp16 = gpu_fp16
+        self._gpu_stale = False  # the CPU copy changed since the GPU clone was made
+        self._sync_gpu()
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / DOCSTORE_FILE
+        if self.read_only:
+            db = connect_read_only(path, check_same_thread=False)
+        else:
+            db = sqlite3.connect(str(path), check_same_thread=False)
+            # A store is written only while a version is built; a crashed build is thrown
+            # away, so per-commit fsyncs buy nothing. `save()` syncs the finished file once.
+            db.execute("PRAGMA synchronous=OFF")
+            db.executescript(SCHEMA)
+        return db
+
+    @staticmethod
+    def _want_gpu(device: str) -> bool:
+        if device == "cpu":
+            return False
+        available = faiss_has_gpu()
+        if device == "cuda" and not available:
+            raise RuntimeError(
+                "KOTAE_FAISS_DEVICE=cuda but this FAISS build has no GPU support or sees no GPU; "
+                "install faiss-gpu or set KOTAE_FAISS_DEVICE=cpu"
+            )
+        return available
+
+    def _sync_gpu(self) -> None:
+        """(Re)clone the CPU index onto the GPU after it changed."""
+        if not self.on_gpu:
+            return
+        if self._gpu_resources is None:
+            self._gpu_resources = faiss.StandardGpuResources()
+        options = faiss.GpuClonerOptions()
+        options.useFloat16 = self._gpu_fp16
+        with self._gpu_lock:
+            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index, options)
+            self._gpu_stale = False
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def add(
+        self,
+        chunk_ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
+        dense: np.ndarray,
+        sparse: Sequence[dict[int, float]],
+    ) -> list[int]:
+        """Insert or replace chunks. Rows and vectors change together or not at all."""
+        if not (len(chunk_ids) == len(texts) == len(metadatas) == len(dense) == len(sparse)):
+            raise ValueError("chunk_ids, texts, metadatas, dense and sparse differ in length")
+        if len(set(chunk_ids)) != len(chunk_ids):
+            raise ValueError("duplicate chunk ids in one add")
+        vectors = np.ascontiguousarray(dense, dtype=np.float32)
+        with self._lock:
+            replaced = self._row_ids_for(chunk_ids)
+            try:
+                with self._db:  # one transaction
+                    if replaced:
+                        self._db.executemany("DELETE FROM chunks WHERE id = ?",
+                                             [(r,) for r in replaced])
+                    row_ids = []
+                    for chunk_id, text, meta, weights in zip(chunk_ids, texts, metadatas, sparse,
+                                                             strict=True):
+                        ids = np.fromiter(weights.keys(), np.int32, len(weights))
+                        vals = np.fromiter(weights.values(), np.float32, len(weights))
+                        cursor = self._db.execute(
+                            "INSERT INTO chunks (chunk_id, source, text, metadata, sparse_ids, "
+                            "sparse_weights) VALUES (?, ?, ?, ?, ?, ?)",
+                            (chunk_id, str(meta.get("source", "")), text,
+                             json.dumps(meta, ensure_ascii=False), ids.tobytes(), vals.tobytes()),
+                        )
+                        row_ids.append(int(cursor.lastrowid))
+                    if replaced:
+                        self._index.remove_ids(np.asarray(replaced, np.int64))
+                    self._index.add_with_ids(vectors, np.asarray(row_ids, np.int64))
+                    self._gpu_stale = self.on_gpu
+            except Exception:
+                # keep FAISS consistent with the rolled-back rows
+                if "row_ids" in locals() and row_ids:
+                    self._index.remove_ids(np.asarray(row_ids, np.int64))
+                raise
+            self._sparse_matrix = None
+        return row_ids
+
+    def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
+        with self._lock:
+            rows = self._row_ids_for(list(chunk_ids))
+            return self._delete_rows(rows)
+
+    def delete_source(self, source: str) -> int:
+        with self._lock:
+            rows = [r for (r,) in self._db.execute("SELECT id FROM chunks WHERE source = ?",
+                                                   (source,))]
+            removed = self._delete_rows(rows)
+            with self._db:
+                self._db.execute("DELETE FROM files WHERE source = ?", (source,))
+            return removed
+
+    def _delete_rows(self, rows: list[int]) -> int:
+        if not rows:
+            return 0
+        with self._db:
+            self._db.executemany("DELETE FROM chunks WHERE id = ?", [(r,) for r in rows])
+            self._index.remove_ids(np.asarray(rows, np.int64))
+        self._gpu_stale = self.on_gpu
+        self._sparse_matrix = None
+        return len(rows)
+
+    def record_file(self, record: FileRecord) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                (record.source, record.file_hash, record.mtime, record.title,
+                 record.chunk_count, record.indexed_at),
+            )
+
+    def set_meta(self, **values: Any) -> None:
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in values.items()])
+
+    def save(self) -> None:
+        """Write FAISS (CPU copy) and the sparse matrix; SQLite is already durable."""
+        with self._lock:
+            self._build_sparse()
+            tmp = self.folder / (DENSE_FILE + ".tmp")
+            faiss.write_index(self._index, str(tmp))
+            tmp.replace(self.folder / DENSE_FILE)
+            matrix = self._sparse_matrix
+            assert matrix is not None
+            with open(self.folder / (SPARSE_FILE + ".tmp"), "wb") as handle:
+                np.savez(handle, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr,
+                         shape=np.asarray(matrix.shape), rows=self._sparse_rows)
+            (self.folder / (SPARSE_FILE + ".tmp")).replace(self.folder / SPARSE_FILE)
+            if not self.read_only:
+                self._db.commit()
+                _fsync(self.folder / DOCSTORE_FILE)
+            self._sync_gpu()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            self._gpu_index = None
+
+    # --- sparse matrix -------------------------------------------------------------------------
+
+    def _load_sparse(self) -> None:
+        path = self.folder / SPARSE_FILE
+        if not path.exists():
+            return
+        with np.load(path, allow_pickle=False) as arrays:
+            shape = tuple(int(x) for x in arrays["shape"])
+            self._sparse_matrix = sp.csr_matrix(
+                (arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape
+            )
+            self._sparse_rows = arrays["rows"]
+
+    def _build_sparse(self) -> None:
+        """Rebuild the (tokens x chunks) CSR matrix from the docstore."""
+        rows, cols, vals, row_ids = [], [], [], []
+        for position, (row_id, ids, weights) in enumerate(self._db.execute(
+                "SELECT id, sparse_ids, sparse_weights FROM chunks ORDER BY id")):
+            token_ids, token_weights = _sparse_arrays(ids, weights)
+            rows.append(token_ids)
+            cols.append(np.full(len(token_ids), position, np.int32))
+            vals.append(token_weights)
+            row_ids.append(row_id)
+        vocab = int(max((r.max() for r in rows if len(r)), default=-1)) + 1
+        matrix = sp.coo_matrix(
+            (np.concatenate(vals) if vals else np.zeros(0, np.float32),
+             (np.concatenate(rows) if rows else np.zeros(0, np.int32),
+              np.concatenate(cols) if cols else np.zeros(0, np.int32))),
+            shape=(vocab, len(row_ids)),
+        )
+        # Row-major over tokens: a query reads a few token rows across all chunks.
+        self._sparse_matrix = matrix.tocsr()
+        self._sparse_rows = np.asarray(row_ids, np.int64)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        return int(self._index.ntotal)
+
+    def search_dense(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query; scores are cosine similarities, -1 ids pad."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        k = max(1, min(k, self.count or 1))
+        if self._gpu_stale:
+            with self._lock:
+                self._sync_gpu()
+        if self._gpu_index is not None:
+            with self._gpu_lock:  # GPU resources are not thread-safe
+                return self._gpu_index.search(queries, k)
+        return self._index.search(queries, k)
+
+    def sparse_scores(self, query: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Lexical score of every chunk for one query: (scores, row ids), aligned."""
+        with self._lock:
+            if self._sparse_matrix is None:
+                self._build_sparse()
+            matrix, row_ids = self._sparse_matrix, self._sparse_rows
+        assert matrix is not None
+        tokens = [t for t in query if 0 <= t < matrix.shape[0]]
+        if not tokens:
+            return np.zeros(len(row_ids), np.float32), row_ids
+        weights = np.asarray([query[t] for t in tokens], np.float32)
+        scores = matrix[tokens].T @ weights
+        return np.asarray(scores, np.float32).ravel(), row_ids
+
+    def vectors(self, row_ids: Sequence[int]) -> np.ndarray:
+        """Stored dense vectors for `row_ids` (from the CPU copy)."""
+        if not len(row_ids):
+            return np.zeros((0, self.dim), np.float32)
+        with self._lock:
+            return self._index.reconstruct_batch(np.asarray(row_ids, np.int64))
+
+    def get_rows(self, row_ids: Sequence[int]) -> dict[int, StoredChunk]:
+        if not len(row_ids):
+            return {}
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN ({placeholders(len(row_ids))})",
+                [int(r) for r in row_ids],
+            ).fetchall()
+        return {chunk.row_id: chunk for chunk in stored_chunks(found)}
+
+    def get_by_chunk_ids(self, chunk_ids: Sequence[str]) -> list[StoredChunk]:
+        rows = self.get_rows(self._row_ids_for(chunk_ids))
+        by_id = {c.chunk_id: c for c in rows.values()}
+        return [by_id[c] for c in chunk_ids if c in by_id]
+
+    def _row_ids_for(self, chunk_ids: Sequence[str]) -> list[int]:
+        if not chunk_ids:
+            return []
+        with self._lock:
+            return [r for (r,) in self._db.execute(
+                f"SELECT id FROM chunks WHERE chunk_id IN ({placeholders(len(chunk_ids))})",
+                list(chunk_ids))]
+
+    def files(self) -> dict[str, FileRecord]:
+        with self._lock:
+            return file_records(self._db)
+
+    def meta(self) -> dict[str, Any]:
+        with self._lock:
+            return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def chunks_of(self, source: str) -> list[StoredChunk]:
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE source = ? ORDER BY id",
+                (source,)).fetchall()
+        return stored_chunks(found)
+
+    def sparse_of(self, row_ids: Sequence[int]) -> dict[int, dict[int, float]]:
+        if not len(row_ids):
+            return {}
+        with self._lock:
+            found = self._db.execute(
+                "SELECT id, sparse_ids, sparse_weights FROM chunks "
+                f"WHERE id IN ({placeholders(len(row_ids))})",
+                [int(r) for r in row_ids]).fetchall()
+        weights = {r: _sparse_arrays(i, w) for r, i, w in found}
+        return {r: dict(zip(ids.tolist(), values.tolist(), strict=True))
+                for r, (ids, values) in weights.items()}
