@@ -12,7 +12,7 @@ from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import IndexLocked, IndexMissing
 from retrieval.indexer import Indexer, IndexProgress
 from retrieval.settings import Settings
-from retrieval.versions import IndexLayout, LiveIndex
+from retrieval.stores.local import IndexLayout, LiveIndex
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from langchain_core.documents import Document
 
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.retriever import HybridRetriever
-from retrieval.store import HybridStore
-from retrieval.versions import IndexLayout, LiveIndex
+from retrieval.stores.local import IndexLayout, LiveIndex
+from retrieval.stores.local.store import HybridStore
 
 PASSAGES = [
     "経費精算の締め切りは毎月25日です。領収書の画像を添付して申請してください。",

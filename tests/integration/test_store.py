@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.store import DENSE_FILE, SPARSE_FILE, HybridStore
+from retrieval.stores.local import DENSE_FILE, SPARSE_FILE
+from retrieval.stores.local.store import HybridStore
 
 DIM = 16
 

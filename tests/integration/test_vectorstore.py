@@ -13,7 +13,7 @@ from langchain_core.vectorstores import VectorStore
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
 
 from retrieval.embeddings import BGEM3Embeddings
-from retrieval.store import HybridStore
+from retrieval.stores.local.store import HybridStore
 from retrieval.vectorstore import HybridVectorStore
 
 

@@ -1,0 +1,177 @@
+"""The store seam: the local backend behind the protocols of retrieval.stores.base, the backend
+registry, the served version following a switch, the old import paths, and the versions side
+loading no FAISS (`kotae status` relies on it)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.errors import IndexLocked, IndexMissing
+from retrieval.settings import Settings
+from retrieval.stores import (
+    ChunkReader,
+    ChunkStore,
+    FileRecord,
+    IndexBuild,
+    IndexVersions,
+    ServedIndex,
+    open_store_backend,
+)
+from retrieval.stores.local import BUILDING_PREFIX, LocalVersions
+
+DIM = 8
+REPO = Path(__file__).resolve().parents[2]
+
+
+def unit_vectors(n: int) -> np.ndarray:
+    vectors = np.random.default_rng(n).normal(size=(n, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def publish(versions: IndexVersions, sources: list[str], base: str | None = None,
+            remove: tuple[str, ...] = ()) -> str:
+    """One version the way the Indexer makes one: begin, edit, publish, prune."""
+    build = versions.begin_build(DIM, base=base)
+    for source in remove:
+        build.store.delete_source(source)
+    if sources:
+        build.store.add([f"{s}#0" for s in sources], [f"text of {s}" for s in sources],
+                        [{"source": s} for s in sources], unit_vectors(len(sources)),
+                        [{1: 1.0, 7: 0.5}] * len(sources))
+    for source in sources:
+        build.store.record_file(FileRecord(source, f"hash-{source}", 0.0, source, 1, 0.0))
+    build.publish({"version": build.version, "dim": DIM, "chunks": build.store.count})
+    versions.prune()
+    return build.version
+
+
+@pytest.fixture
+def versions(tmp_path: Path) -> LocalVersions:
+    return LocalVersions(tmp_path / "index", device="cpu")
+
+
+def test_the_local_backend_honours_the_protocols(versions: LocalVersions) -> None:
+    assert isinstance(versions, IndexVersions)
+    build = versions.begin_build(DIM)
+    assert isinstance(build, IndexBuild) and isinstance(build.store, ChunkStore)
+    build.discard()
+    served = versions.open_version(publish(versions, ["a.md"]))
+    assert isinstance(served, ChunkReader) and served.count == 1
+
+
+def test_open_store_backend_picks_the_backend_by_name(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, index_dir=tmp_path / "index",  # type: ignore[call-arg]
+                        faiss_device="cpu")
+    versions = open_store_backend(settings)
+    assert isinstance(versions, LocalVersions)
+    assert versions.location == str(tmp_path / "index") and versions.device == "cpu"
+    with pytest.raises(ValueError, match="unknown index backend 'milvus'; known: local"):
+        open_store_backend(settings, "milvus")
+
+
+def test_a_build_from_a_version_starts_with_its_chunks_and_leaves_it_as_it_was(
+        versions: LocalVersions) -> None:
+    first = publish(versions, ["a.md", "b.md"])
+    build = versions.begin_build(DIM, base=first)
+    assert build.store.count == 2 and set(build.store.files()) == {"a.md", "b.md"}
+    build.discard()
+    second = publish(versions, ["c.md"], base=first, remove=("a.md",))
+    assert versions.current_version() == second
+    assert set(versions.file_records(second)) == {"b.md", "c.md"}
+    assert set(versions.file_records(first)) == {"a.md", "b.md"}  # the one before, untouched
+    assert versions.manifest(second)["chunks"] == 2
+
+
+def test_a_discarded_build_leaves_nothing_and_the_served_version_serves(
+        versions: LocalVersions) -> None:
+    first = publish(versions, ["a.md"])
+    served = ServedIndex(versions, check_interval_s=0)
+    build = versions.begin_build(DIM, base=first)
+    build.store.delete_source("a.md")
+    build.discard()
+    assert versions.current_version() == first and served.store().count == 1
+    assert not list(versions.layout.versions_dir.glob(f"{BUILDING_PREFIX}*"))
+
+
+def test_prune_keeps_the_served_version_and_one_before_it(versions: LocalVersions) -> None:
+    made = [publish(versions, [f"{i}.md"]) for i in range(4)]
+    kept = [p.name for p in versions.layout.versions_dir.iterdir()]
+    assert len(kept) == 2 and made[-1] in kept
+    assert versions.current_version() == made[-1]
+
+
+def test_the_served_index_follows_a_switch(versions: LocalVersions) -> None:
+    served = ServedIndex(versions, check_interval_s=0)
+    with pytest.raises(IndexMissing, match=f"No index found in {versions.location}"):
+        served.store()
+    assert served.manifest() is None
+    first = publish(versions, ["a.md"])
+    assert served.store().count == 1 and served.version == first
+    second = publish(versions, ["b.md", "c.md"], base=first)
+    assert served.store().count == 3
+    manifest = served.manifest()
+    assert manifest is not None and manifest["version"] == second
+
+
+def test_the_lock_admits_one_indexer_and_names_the_holder(versions: LocalVersions) -> None:
+    with versions.lock("U123 via Slack"), pytest.raises(IndexLocked, match="U123 via Slack"), \
+            versions.lock("cli"):
+        pass
+    with versions.lock("cli"):  # released
+        pass
+
+
+def test_the_old_import_paths_name_the_same_objects() -> None:
+    import retrieval.store as old_store
+    import retrieval.versions as old_versions
+    from retrieval.stores import local
+    from retrieval.stores.base import StoredChunk
+    from retrieval.stores.local import store
+
+    assert old_store.HybridStore is store.HybridStore
+    assert old_store.faiss_has_gpu is store.faiss_has_gpu
+    assert old_store.FileRecord is FileRecord and old_store.StoredChunk is StoredChunk
+    assert old_store.read_file_records is local.read_file_records
+    assert (old_store.DENSE_FILE, old_store.SPARSE_FILE, old_store.DOCSTORE_FILE) == (
+        "dense.faiss", "sparse.npz", "docstore.sqlite3")
+    assert old_versions.IndexLayout is local.IndexLayout
+    assert old_versions.LiveIndex is local.LiveIndex
+    assert issubclass(old_versions.LiveIndex, ServedIndex)
+
+
+def test_reading_versions_imports_no_faiss_until_one_is_opened(versions: LocalVersions) -> None:
+    publish(versions, ["a.md"])
+    probe = (
+        "import sys\n"
+        "import retrieval.versions, retrieval.service\n"
+        "from retrieval.stores import ServedIndex\n"
+        "from retrieval.stores.local import LocalVersions\n"
+        f"versions = LocalVersions({str(versions.location)!r}, device='cpu')\n"
+        "served = ServedIndex(versions)\n"
+        "version = served.version\n"
+        "print(served.manifest()['chunks'], sorted(versions.file_records(version)),\n"
+        "      'faiss' in sys.modules)\n"
+        "served.store()\n"
+        "print('faiss' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout.splitlines() == ["1 ['a.md'] False", "True"]
+
+
+@pytest.mark.parametrize("module", ["indexer", "retriever", "service", "vectorstore"])
+def test_callers_import_no_backend_at_module_level(module: str) -> None:
+    """Callers depend on the protocols: a backend is reached through retrieval.stores only."""
+    tree = ast.parse((REPO / "retrieval" / f"{module}.py").read_text("utf-8"))
+    imported = {node.module for node in tree.body
+                if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in tree.body if isinstance(node, ast.Import)
+                 for alias in node.names}
+    backends = {name for name in imported if name in {"retrieval.store", "retrieval.versions"}
+                or name.startswith("retrieval.stores.") or name == "faiss"}
+    assert not backends
