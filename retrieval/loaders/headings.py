@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from typing import NamedTuple
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 # `{#id}`, `{.class}`, `{#id .class key=value}`: Pandoc / markdown-it-attrs syntax.
 _ATTRIBUTE_BLOCK = re.compile(r"\s*\{\s*[#.][^\s{}][^{}]*\}")
@@ -39,11 +39,13 @@ def markdown_block_parser() -> MarkdownIt:
     return MarkdownIt("commonmark").enable(["table", "strikethrough"]).disable("inline")
 
 
+@functools.lru_cache(maxsize=4096)  # chunking asks again for every section below a heading
 def plain_heading(raw: str) -> str:
     """The words of a heading's source text: "`reactive()` \\*\\* {#reactive}" -> "reactive()"."""
     source = _CLOSING_HASHES.sub("", raw.strip())
     inline = markdown_parser().parseInline(source)
     words: list[str] = []
+    last_is_text = False
     for token in (inline[0].children or []) if inline else []:
         if token.type == "text":
             words.append(_ATTRIBUTE_BLOCK.sub("", token.content))
@@ -51,33 +53,25 @@ def plain_heading(raw: str) -> str:
             words.append(token.content)
         elif token.type in ("softbreak", "hardbreak"):
             words.append(" ")
-        # Images, inline HTML and the open/close tokens of emphasis and links carry no words.
-    text = " ".join("".join(words).split())
-    return _TRAILING_MARKERS.sub("", text).strip()
+        else:  # images, inline HTML, the open/close tokens of emphasis and links: no words
+            continue
+        last_is_text = token.type == "text"
+    if last_is_text:  # stray markers in a code span are code
+        words[-1] = _TRAILING_MARKERS.sub("", words[-1].rstrip())
+    return " ".join("".join(words).split())
 
 
-class Heading(NamedTuple):
-    level: int
-    text: str
-
-
-def markdown_headings(text: str) -> list[Heading]:
-    """Every heading of a Markdown text, in order, as plain text; none from code blocks."""
-    tokens = markdown_block_parser().parse(text)
-    headings = []
-    for opening, inline in itertools.pairwise(tokens):
-        if opening.type == "heading_open":
-            words = plain_heading(inline.content)
+def title_heading(tokens: list[Token]) -> str | None:
+    """The first heading of the highest level present, from `markdown_block_parser()` tokens:
+    a file that starts at `##` (a chapter of a book, say) is titled by its first `##`, not by
+    its file name. Headings with no words (`# ![logo](x.png)`) do not count."""
+    headings = [
+        (int(opening.tag[1:]), inline.content)
+        for opening, inline in itertools.pairwise(tokens)
+        if opening.type == "heading_open"
+    ]
+    for level in sorted({level for level, _source in headings}):
+        for words in (plain_heading(source) for lvl, source in headings if lvl == level):
             if words:
-                headings.append(Heading(int(opening.tag[1:]), words))
-    return headings
-
-
-def title_heading(text: str) -> str | None:
-    """The first heading of the highest level present: a file that starts at `##` (a chapter
-    of a book, say) is titled by its first `##`, not by its file name."""
-    headings = markdown_headings(text)
-    if not headings:
-        return None
-    top = min(heading.level for heading in headings)
-    return next(heading.text for heading in headings if heading.level == top)
+                return words
+    return None

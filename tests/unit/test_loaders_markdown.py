@@ -77,3 +77,7 @@ def test_html_comments_in_code_stay(tmp_path: Path) -> None:
     assert "`<!-- note -->`" in source.text
     assert "<!-- in a fence -->" in source.text
     assert "<!-- indented code -->" in source.text
+
+
+def test_title_keeps_a_trailing_asterisk_inside_code(tmp_path: Path) -> None:
+    assert load_one(tmp_path, "glob.md", "# Wildcard `*`\n\nbody\n").title == "Wildcard *"

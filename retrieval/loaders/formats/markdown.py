@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import yaml
+from markdown_it.token import Token
 
 from retrieval.loaders.formats.base import Format, Parsed, RawFile
 from retrieval.loaders.headings import markdown_block_parser, markdown_parser, title_heading
@@ -44,21 +45,23 @@ def parse(raw: RawFile) -> Parsed:
                 text = text[match.end() :]
     title = meta.get("title")
     url = meta.get("url")
+    tokens = markdown_block_parser().parse(text)
     return Parsed(
-        title=str(title) if title else title_heading(text),
-        text=without_comments(text),
+        title=str(title) if title else title_heading(tokens),
+        text=without_comments(text, tokens),
         url=str(url) if url else None,
     )
 
 
-def without_comments(text: str) -> str:
-    """`text` without its HTML comments; lines that held nothing else go too."""
+def without_comments(text: str, tokens: list[Token]) -> str:
+    """`text` without its HTML comments (`tokens`: its block structure); lines that held
+    nothing else go too."""
     if "<!--" not in text:
         return text
     lines = text.split("\n")
     changed: dict[int, str] = {}  # first line of a block -> its new text
     spans: dict[int, int] = {}  # first line -> end line (exclusive) of the blocks rewritten
-    for token in markdown_block_parser().parse(text):
+    for token in tokens:
         if not token.map or "<!--" not in token.content:
             continue
         start, end = token.map
