@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,17 +28,18 @@ from typing import Any
 
 from bench.common import (
     TINY_DIR,
+    BenchRun,
+    bench_parser,
     cpu_count,
     ensure_model,
-    load_average,
-    machine_markdown,
     ms,
     p50,
     p99,
+    publish,
+    quiet_model_loading,
     set_threads,
     table,
     time_interleaved,
-    write_section,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -229,8 +229,7 @@ def run(args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.chain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser("bench.chain", __doc__)
     parser.add_argument("--quick", action="store_true", help="10 runs; `chain-quick` section")
     parser.add_argument("--runs", type=int, help="timed calls per contender (default 50)")
     parser.add_argument(
@@ -238,8 +237,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch/faiss threads (default 1: on a busy 2-core machine 2 OpenMP threads make a "
              f"tiny-model query take 10-170 ms instead of ~3 ms; this machine has "
              f"{cpu_count()})")
-    parser.add_argument("--section", help="RESULTS.md section to write (default by preset)")
-    parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     args = parser.parse_args(argv)
     args.runs = args.runs or (10 if args.quick else 50)
     args.section = args.section or ("chain-quick" if args.quick else "chain")
@@ -249,24 +246,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     # The fake server is on 127.0.0.1: never send those requests through a proxy.
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    quiet_model_loading()
     args = parse_args(argv)
     set_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    started = time.perf_counter()
-    header = machine_markdown()
+    bench = BenchRun("bench.chain", argv)
     body = run(args)
-    command = "python -m bench.chain " + " ".join(sys.argv[1:] if argv is None else argv)
-    markdown = "\n\n".join([
-        f"## Answer chain (`{command.strip()}`, {(time.perf_counter() - started) / 60:.1f} min)",
-        header + f"\n- load average when it ended: {load_average()}", body])
-    print(markdown)
-    if not args.no_write:
-        write_section(args.section, markdown)
-        print(f"\nwrote section '{args.section}' of bench/RESULTS.md")
+    publish("\n\n".join([bench.heading("Answer chain"), bench.machine_now(), body]),
+            None if args.no_write else args.section)
 
 
 if __name__ == "__main__":

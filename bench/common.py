@@ -1,4 +1,5 @@
-"""Shared helpers for the bench scripts: the machine, statistics, timing, and RESULTS.md sections.
+"""Shared helpers for the bench scripts: the machine, statistics, timing, the options every
+script takes, and RESULTS.md sections.
 
 Each script owns one or more sections of `bench/RESULTS.md`, delimited by
 `<!-- name:start -->` / `<!-- name:end -->`, and rewrites only those, so running one script never
@@ -7,13 +8,16 @@ erases another's numbers.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import platform
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +235,73 @@ def set_threads(threads: int) -> None:
         faiss.omp_set_num_threads(threads)
     except ImportError:
         pass
+
+
+def quiet_model_loading() -> None:
+    """No progress bars or load reports from FlagEmbedding / transformers in bench output.
+    TQDM_DISABLE is read when tqdm is imported: call this before loading any model."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+# --- command line and results: what every script's main() shares ----------------------------
+
+
+def bench_parser(module: str, description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the options every bench script takes (`--section`,
+    `--no-write`); the script adds its own."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--section", help="RESULTS.md section to write (default by preset)")
+    parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
+    return parser
+
+
+def comma_ints(text: object) -> list[int]:
+    """`"100000,1000000"` (an option value) as `[100000, 1000000]`."""
+    return [int(part) for part in str(text).split(",") if part.strip()]
+
+
+@dataclass
+class BenchRun:
+    """One run of a bench script: the command as typed, when it started and on what machine,
+    for the heading of the section it writes."""
+
+    module: str
+    argv: Sequence[str] | None = None  # None: this process's own arguments
+    started: float = field(default_factory=time.perf_counter)
+    machine: str = field(default_factory=machine_markdown)
+
+    @property
+    def command(self) -> str:
+        args = sys.argv[1:] if self.argv is None else list(self.argv)
+        return " ".join(["python -m", self.module, *args])
+
+    @property
+    def minutes(self) -> float:
+        return (time.perf_counter() - self.started) / 60
+
+    def heading(self, title: str) -> str:
+        """`## title (`command`, 1.2 min)`."""
+        return f"## {title} (`{self.command}`, {self.minutes:.1f} min)"
+
+    def machine_now(self) -> str:
+        """The machine at the start, plus the load average now (the end of the run)."""
+        return self.machine + f"\n- load average when it ended: {load_average()}"
+
+
+def publish(markdown: str, section: str | None, results_file: Path = RESULTS_FILE, *,
+            echo: bool = True) -> None:
+    """Print a script's results (unless `echo` is off) and, unless `section` is None
+    (`--no-write`), write them as that section of RESULTS.md."""
+    if echo:
+        print(markdown, flush=True)
+    if section is None:
+        return
+    write_section(section, markdown, results_file)
+    where = (results_file.relative_to(BENCH_DIR.parent)
+             if results_file.is_relative_to(BENCH_DIR.parent) else results_file)
+    print(f"\nwrote section '{section}' of {where}", flush=True)

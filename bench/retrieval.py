@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -37,22 +36,24 @@ import numpy as np
 from bench.common import (
     BGE_M3_ARCH_DIR,
     TINY_DIR,
+    BenchRun,
+    bench_parser,
+    comma_ints,
     cpu_count,
     ensure_model,
     folder_bytes,
     human_bytes,
-    load_average,
-    machine_markdown,
     met,
     ms,
     p50,
     p99,
+    publish,
+    quiet_model_loading,
     rss_bytes,
     secs,
     set_threads,
     table,
     time_interleaved,
-    write_section,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -594,14 +595,11 @@ def bench_reindex(args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.retrieval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser("bench.retrieval", __doc__)
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (~1.5 min); writes the `retrieval-quick` section")
     parser.add_argument("--only", default=",".join(PARTS),
                         help=f"comma-separated subset of {','.join(PARTS)}")
-    parser.add_argument("--section", help="RESULTS.md section to write (default by preset)")
-    parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     parser.add_argument("--threads", type=int, default=cpu_count())
     parser.add_argument("--seed", type=int, default=0)
     group = parser.add_argument_group("a. embeddings")
@@ -643,8 +641,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name, value in preset.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.sizes = [int(size) for size in str(args.sizes).split(",") if size]
-    args.passages = [int(count) for count in str(args.passages).split(",") if count]
+    args.sizes = comma_ints(args.sizes)
+    args.passages = comma_ints(args.passages)
     args.parts = {part.strip() for part in args.only.split(",") if part.strip()}
     unknown = args.parts - set(PARTS)
     if unknown:
@@ -654,7 +652,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    os.environ.setdefault("TQDM_DISABLE", "1")  # FlagEmbedding's progress bars
+    quiet_model_loading()
     warnings.filterwarnings("ignore", message=".*langchain-community.*sunset",
                             category=DeprecationWarning)
     args = parse_args(argv)
@@ -662,13 +660,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(rss_probe(*args.rss_probe)))
         return
     set_threads(args.threads)
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-    started = time.perf_counter()
-    header = machine_markdown()
+    bench = BenchRun("bench.retrieval", argv)
     parts_md = []
     if "embed" in args.parts:
         print("a. embeddings", flush=True)
@@ -679,15 +672,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "reindex" in args.parts:
         print("c. reindex", flush=True)
         parts_md.append(bench_reindex(args))
-    elapsed = time.perf_counter() - started
-    command = "python -m bench.retrieval " + " ".join(sys.argv[1:] if argv is None else argv)
-    markdown = "\n\n".join([
-        f"## Retrieval (`{command.strip()}`, {elapsed / 60:.1f} min)",
-        header + f"\n- load average when it ended: {load_average()}", *parts_md])
-    print(markdown)
-    if not args.no_write:
-        write_section(args.section, markdown)
-        print(f"\nwrote section '{args.section}' of bench/RESULTS.md")
+    publish("\n\n".join([bench.heading("Retrieval"), bench.machine_now(), *parts_md]),
+            None if args.no_write else args.section)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,15 @@ from slack_sdk import WebClient
 
 from bench.common import (
     TINY_DIR,
+    bench_parser,
     ensure_model,
     machine_markdown,
     met,
     ms,
     p50,
     p99,
+    publish,
     table,
-    write_section,
 )
 from bot.app import create_app
 from bot.server import HttpServer
@@ -190,12 +191,10 @@ def side(kind: str, env: dict[str, str], slack: FakeSlackAPI, args: argparse.Nam
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser("bench.slack", __doc__)
     parser.add_argument("--mentions", type=int, default=50)
     parser.add_argument("--commands", type=int, default=5)
     parser.add_argument("--llm-delay", type=float, default=0.5, help="fake model latency (s)")
-    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     parser.add_argument("--serve", choices=["kotae", "stock"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -262,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Goal: ack p99 < 100 ms — {met(worst_ack < 0.1)} (kotae's worst ack p99: "
         f"{ms(worst_ack)}). Slack gives up on an ack after 3 s.",
     ])
-    print(markdown)
-    if not args.no_write:
-        write_section("slack", markdown)
+    publish(markdown, None if args.no_write else args.section or "slack")
     return 0
 
 
