@@ -23,10 +23,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
-from tests.fakes.lifecycle import BackgroundServer
+from tests.fakes.lifecycle import BackgroundHTTPServer, FakeHTTPServer
 
 logger = logging.getLogger(__name__)
 
@@ -294,12 +294,11 @@ def _stream_events(request: dict[str, Any], reply: Reply) -> Iterator[str]:
     yield "data: [DONE]\n\n"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(FakeHTTPServer):
+    """Tracks open connections, so `stop()` can drop keep-alive ones (see close_open_sockets)."""
 
     def __init__(self, fake: FakeOpenAIServer) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
+        super().__init__(fake, _Handler)
         self.open_sockets: set[socket.socket] = set()
         self.sockets_lock = threading.Lock()
 
@@ -323,61 +322,36 @@ class _Server(ThreadingHTTPServer):
             except OSError:
                 logger.debug("fake openai: socket already closed")
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The stdlib prints a traceback to stderr; a client hanging up mid-reply is expected here.
-        logger.debug("fake openai: error while serving %s", client_address, exc_info=True)
 
-
-class FakeOpenAIServer(BackgroundServer):
+class FakeOpenAIServer(BackgroundHTTPServer):
     """An OpenAI-compatible `/v1/chat/completions` endpoint on an ephemeral 127.0.0.1 port.
 
     Use as a context manager, or call `start()`/`stop()`. If `api_key` is given, requests that
     do not carry `Authorization: Bearer <api_key>` get the real 401 `invalid_api_key` error.
     """
 
+    thread_name = "fake-openai"
+
     def __init__(self, responder: Responder | None = None, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.responder: Responder = responder or echo_responder
         self.api_key = api_key
         self.stopping = threading.Event()
         self._lock = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._queue: deque[Reply] = deque()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
+    def _new_server(self) -> _Server:
         self.stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-openai",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return _Server(self)
 
-    def stop(self) -> None:
-        if self._server is None:
-            return
+    def _shut_down(self, server: _Server) -> None:
         self.stopping.set()  # wakes handlers sleeping in delay_s / chunk_delay_s
-        self._server.shutdown()
-        self._server.close_open_sockets()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeOpenAIServer is not started")
-        return int(self._server.server_address[1])
+        server.shutdown()
+        server.close_open_sockets()
+        server.server_close()
 
     @property
     def base_url(self) -> str:

@@ -23,11 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.lifecycle import BackgroundServer
+from tests.fakes.lifecycle import BackgroundHTTPServer, FakeHTTPServer
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _json_value(value: Any) -> Any:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: FakeHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("fake slack: " + format, *args)
@@ -170,24 +170,16 @@ def _parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
     return _flatten(parse_qs(raw.decode("utf-8"), keep_blank_values=True))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: FakeSlackAPI) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("fake slack: error while serving %s", client_address, exc_info=True)
-
-
 MethodHandler = Callable[[SlackCall], dict[str, Any]]
 
 
-class FakeSlackAPI(BackgroundServer):
+class FakeSlackAPI(BackgroundHTTPServer):
     """Slack's Web API on an ephemeral 127.0.0.1 port; context manager or `start()`/`stop()`."""
 
+    thread_name = "fake-slack-api"
+
     def __init__(self) -> None:
+        super().__init__()
         self.socket_mode_url: str | None = None
         self._lock = threading.Condition()
         self._calls: list[SlackCall] = []
@@ -200,8 +192,6 @@ class FakeSlackAPI(BackgroundServer):
         # apps, 15 for commercially distributed non-Marketplace apps (since 2025).
         self.replies_page_max = 1000
         self._ts_counter = itertools.count(1)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._handlers: dict[str, MethodHandler] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
@@ -218,33 +208,8 @@ class FakeSlackAPI(BackgroundServer):
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        if self._server is None:
-            self._server = _Server(self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="fake-slack-api",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeSlackAPI is not started")
-        return int(self._server.server_address[1])
+    def _new_server(self) -> FakeHTTPServer:
+        return FakeHTTPServer(self, _Handler)
 
     @property
     def base_url(self) -> str:

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import uuid
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
@@ -29,7 +29,10 @@ EnvelopeType = Literal["events_api", "slash_commands", "interactive"]
 class FakeSocketModeServer(BackgroundServer):
     """Slack's Socket Mode server side; context manager or `start()`/`stop()`."""
 
+    thread_name = "fake-socket-mode"
+
     def __init__(self, app_id: str = "A1") -> None:
+        super().__init__()
         self.app_id = app_id
         self._lock = threading.Condition()
         self._open: list[ServerConnection] = []
@@ -37,37 +40,12 @@ class FakeSocketModeServer(BackgroundServer):
         self._connection_count = 0
         self._received: list[dict[str, Any]] = []
         self._acks: dict[str, dict[str, Any]] = {}
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        if self._server is None:
-            # No server pings (the client pings us) and a short close timeout keep teardown fast.
-            self._server = serve(
-                self._handle, "127.0.0.1", 0, ping_interval=None, close_timeout=0.5
-            )
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, name="fake-socket-mode", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeSocketModeServer is not started")
-        return int(self._server.socket.getsockname()[1])
+    def _new_server(self) -> Server:
+        # No server pings (the client pings us) and a short close timeout keep teardown fast.
+        return serve(self._handle, "127.0.0.1", 0, ping_interval=None, close_timeout=0.5)
 
     @property
     def url(self) -> str:
