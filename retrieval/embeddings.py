@@ -104,9 +104,8 @@ class BGEM3Embeddings(BaseModel, Embeddings):
     _unused_token_ids: frozenset[int] = PrivateAttr(default=frozenset())
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> BGEM3Embeddings:
-        """The embeddings `settings` describe; `overrides` replace single fields."""
-        return cls(**{**_fields_from(settings), **overrides})
+    def from_settings(cls, settings: Settings) -> BGEM3Embeddings:
+        return cls(**_fields_from(settings))
 
     @model_validator(mode="before")
     @classmethod
