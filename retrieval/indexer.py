@@ -9,6 +9,7 @@ index goes through the store seam (`retrieval.stores`), so any backend serves.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 from retrieval.chunking import Chunk, chunk_source
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import IndexPathMissing, IndexSwapRefused
-from retrieval.loaders import SourceFile, hash_file, iter_source_paths, load_path
+from retrieval.loaders import NO_TEXT_REASON, SourceFile, find_sources, hash_file, load_path
 from retrieval.settings import BUNDLED_SAMPLES, Settings
 from retrieval.stores import ChunkStore, FileRecord, open_store_backend
 
@@ -69,7 +70,9 @@ ProgressCallback = Callable[[IndexProgress], None]
 
 
 def source_key(path: Path) -> str:
-    return path.resolve().as_posix()
+    """Absolute, with links kept: a file is known by the path it is cited under (see
+    `retrieval.loaders.walking` for the symlink rule)."""
+    return Path(os.path.abspath(path)).as_posix()
 
 
 def default_roots(settings: Settings) -> list[Path]:
@@ -148,7 +151,9 @@ class Indexer:
                 f"{_names(roots)}: no such file or folder. Nothing was indexed"
                 + (f"; the index keeps serving {current} as it was." if current else "."))
         missing_roots = [source_key(r) for r in roots if not r.exists()]
-        paths = iter_source_paths([r for r in roots if r.exists()])
+        paths, not_read = find_sources([r for r in roots if r.exists()])
+        # every input that will not be read is reported (unsupported, a link leading outside)
+        summary.failed.extend((source_key(Path(s.path)), s.reason) for s in not_read)
         report(IndexProgress("scanning", files_total=len(paths)))
         hashes = {source_key(p): (p, hash_file(p)) for p in paths}
 
@@ -243,11 +248,12 @@ class Indexer:
                 summary.unchanged.append(key)
         chunks_by_source: list[tuple[SourceFile, list[Chunk]]] = []
         for source in loaded.documents:
+            summary.warnings.extend((source.source, warning) for warning in source.warnings)
             chunks = chunk_source(source, token_length=self.embeddings.token_length,
                                   chunk_size=self.settings.chunk_size,
                                   chunk_overlap=self.settings.chunk_overlap)
             if not chunks:
-                summary.failed.append((source.source, "no text to index"))
+                summary.failed.append((source.source, NO_TEXT_REASON))
                 continue
             chunks_by_source.append((source, chunks))
         total = sum(len(chunks) for _s, chunks in chunks_by_source)

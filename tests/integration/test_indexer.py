@@ -311,3 +311,44 @@ def test_a_file_that_turned_bad_keeps_its_chunks_and_does_not_republish(
     assert not third.switched and third.version == second.version
     assert key in dict(third.failed) and key in third.unchanged
     assert served_chunks(settings) == before
+
+
+def test_every_input_not_indexed_is_in_the_summary(
+        indexer: Indexer, settings: Settings, sample_docs: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n\nNot part of the docs.\n", "utf-8")
+    (sample_docs / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (sample_docs / "linked-file.md").symlink_to(outside / "secret.md")
+    (sample_docs / "alias.md").symlink_to(sample_docs / "expense-ja.md")  # inside: followed
+    unsupported = tmp_path / "settings.toml"
+    unsupported.write_text("x = 1\n", "utf-8")
+
+    summary = indexer.run([sample_docs, unsupported])
+    failed = dict(summary.failed)
+    key = lambda p: Path(p).absolute().as_posix()  # noqa: E731
+    assert "unsupported file type '.toml'" in failed[key(unsupported)]
+    for link in ("linked-folder", "linked-file.md"):
+        assert "outside the folders being indexed" in failed[key(sample_docs / link)], failed
+    indexed = set(summary.added)
+    assert not any("secret" in source for source in served_chunks(settings))
+    assert len(indexed) == 11  # the alias is the same file as expense-ja.md: indexed once
+    assert indexer.run([sample_docs, unsupported]).switched is False  # and not a change
+
+
+def test_a_damaged_utf8_file_is_indexed_with_a_warning(
+        indexer: Indexer, settings: Settings, sample_docs: Path) -> None:
+    damaged = sample_docs / "damaged.md"
+    body = "交通費は月末にまとめて申請します。領収書の写真を添付してください。\n\n" * 20
+    damaged.write_bytes(f"# 交通費\n\n{body}".encode() + b"\xff\xfe\x80\x81\x82"
+                        + "\n\n## 宿泊\n\n宿泊費は上限一万円です。\n".encode())
+    summary = indexer.run([sample_docs])
+    key = damaged.absolute().as_posix()
+    assert key in summary.added and key not in dict(summary.failed)
+    assert "5 undecodable bytes replaced" in dict(summary.warnings)[key]
+    assert any("宿泊費は上限一万円" in text for text in _texts_of(settings, key))
+
+
+def _texts_of(settings: Settings, source: str) -> list[str]:
+    store = LiveIndex(settings.index_dir, device="cpu").store()
+    return [chunk.text for chunk in store.chunks_of(source)]
