@@ -108,7 +108,8 @@ def index(
     service = _service()
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                   TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
-                  console=err, transient=True, disable=as_json) as bar:
+                  console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as bar:  # a log file gets no bar
         task = bar.add_task("scanning", total=None, detail="")
 
         def show(p) -> None:  # type: ignore[no-untyped-def]

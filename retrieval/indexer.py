@@ -297,13 +297,19 @@ def _refuse_a_swap(manifest: dict[str, Any], roots: list[Path], served: dict[str
     team_files = [key for key in served if not _is_under(key, samples)]
     lost = [key for key in removed if not _is_under(key, samples)]
     if team_files and len(lost) * 2 > len(team_files):
-        folders = ", ".join(recorded) or "its files"
+        given = [source_key(root) for root in roots]
+        inside = all(any(key == folder or _is_under(key, folder) for folder in recorded)
+                     for key in given)
+        advice = ["to refresh it, run `kotae index` without paths"]
+        if not inside:  # a folder beside the corpus: most likely meant to be added
+            advice.append(f"to add {_names(roots)}, name its folders too (`kotae index "
+                          f"{' '.join(recorded + given)}`)")
+        advice.append(f"to replace its documents with {_names(roots)}, add --replace")
         raise IndexSwapRefused(
             f"Indexing only {_names(roots)} would remove {len(lost)} of the "
-            f"{len(team_files)} files the index serves (it was built from {folders}). "
-            f"Nothing was changed. To add to the index, name its folders too "
-            f"(`kotae index {' '.join(recorded + [str(r) for r in roots])}`); to replace "
-            "its documents, run again with --replace.")
+            f"{len(team_files)} files the index serves (it was built from "
+            f"{', '.join(recorded) or 'other files'}), because the paths given are the whole "
+            f"corpus. Nothing was changed. {'; '.join(advice).capitalize()}.")
 
 
 def _failures(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:

@@ -262,6 +262,9 @@ def test_other_paths_that_would_remove_most_of_the_index_need_replace(
     with pytest.raises(IndexSwapRefused, match=r"would remove 11 of the 11 files.*--replace"):
         indexer.run([other])
     assert IndexLayout(settings.index_dir).current_version() == first.version
+    with pytest.raises(IndexSwapRefused, match="without paths") as refused:
+        indexer.run([sample_docs / "expense-ja.md"])  # part of the corpus: not "add it"
+    assert "name its folders too" not in str(refused.value)
 
     both = indexer.run([sample_docs, other])  # adding a folder is what was probably meant
     assert both.added == [(other / "note.md").resolve().as_posix()] and not both.removed
