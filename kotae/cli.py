@@ -34,7 +34,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DEMO_QUESTION = "経費精算の締め切りはいつですか？"
 
 app = typer.Typer(help="kotae (答え): answers from your team's documents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, rich_markup_mode=None, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False)
 console = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -99,7 +99,7 @@ def _service(settings: Settings | None = None) -> KotaeService:
 
 @app.command()
 def index(
-    paths: Annotated[Optional[list[Path]], typer.Argument(metavar="[PATH]...", help="files/folders (default: KOTAE_DOCS_DIR, else the folders the index was built from)")] = None,  # noqa: E501, UP045
+    paths: Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="files/folders (default: KOTAE_DOCS_DIR, else the folders the index was built from)")] = None,  # noqa: E501, UP045
     full: Annotated[bool, typer.Option("--full", metavar="", help="rebuild from scratch (re-embeds everything; retries files that failed)")] = False,  # noqa: E501
     replace: Annotated[bool, typer.Option("--replace", metavar="", help="let PATHs replace the index's documents even when that removes most of them")] = False,  # noqa: E501
     as_json: JsonOption = False,
@@ -151,7 +151,7 @@ def _print_summary(summary: IndexSummary) -> None:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(metavar="QUERY")],
+    query: Annotated[str, typer.Argument()],
     mode: ModeOption = None,
     k: Annotated[int, typer.Option("-k", min=1, metavar="N", help="number of hits")] = 5,
     as_json: JsonOption = False,
@@ -187,7 +187,7 @@ def search(
 
 @app.command()
 def ask(
-    question: Annotated[str, typer.Argument(metavar="QUESTION")],
+    question: Annotated[str, typer.Argument()],
     mode: ModeOption = None,
     as_json: Annotated[bool, typer.Option(
         "--json", metavar="", help="print the answer, citations and timings as JSON")] = False,
