@@ -21,6 +21,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from retrieval.devices import cuda_available
 from retrieval.errors import ModelUnavailable
 from retrieval.settings import Settings
 
@@ -55,12 +56,6 @@ class EncodedBatch:
     dense: np.ndarray  # (n, dim) float32, L2-normalised
     sparse: list[SparseWeights]  # token id -> weight (max over occurrences, specials removed)
     colbert: list[np.ndarray] | None  # per text (tokens-1, dim) float32, normalised
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def resolve_device(device: str) -> str:
