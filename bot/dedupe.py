@@ -18,10 +18,11 @@ class RecentEvents:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def first_time(self, *keys: str | None) -> bool:
-        """True if none of `keys` was seen within the TTL; records them all either way."""
+    def first_time(self, *keys: object) -> bool:
+        """True if none of `keys` was seen within the TTL; records them all either way.
+        Keys are read from payloads: what is not a non-empty string is no key."""
         now = time.monotonic()
-        present = [key for key in keys if key]
+        present = [key for key in keys if isinstance(key, str) and key]
         with self._lock:
             while self._seen and (next(iter(self._seen.values())) < now - self._ttl_s
                                   or len(self._seen) > self._max_keys):

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any, TypeGuard
+
+# Answer ids are short tokens (the answer chain's are 12 hex characters); a button value of
+# any other form was not written by the bot, and is not recorded.
+_ANSWER_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def is_answer_id(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and _ANSWER_ID.fullmatch(value) is not None
 
 
 class FeedbackLog:

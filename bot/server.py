@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from slack_bolt import App
-from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.inbound import SlackRequests
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +22,10 @@ Health = Callable[[], dict[str, Any]]
 StartResponse = Callable[..., Any]
 
 
-def make_wsgi_app(app: App, health: Health) -> Callable[[dict, StartResponse], Iterable[bytes]]:
-    slack = SlackRequestHandler(app)
+def make_wsgi_app(app: App, health: Health, signing_secret: str | None = None
+                  ) -> Callable[[dict, StartResponse], Iterable[bytes]]:
+    """`signing_secret` (the app's): see `SlackRequests`."""
+    slack = SlackRequests(app, EVENTS_PATH, signing_secret)
 
     def wsgi(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
@@ -46,11 +49,12 @@ def make_wsgi_app(app: App, health: Health) -> Callable[[dict, StartResponse], I
 class HttpServer:
     """waitress on host:port; `port=0` picks a free one (see `.port`)."""
 
-    def __init__(self, app: App, health: Health, host: str, port: int, threads: int) -> None:
+    def __init__(self, app: App, health: Health, host: str, port: int, threads: int, *,
+                 signing_secret: str | None = None) -> None:
         from waitress.server import create_server
 
-        self._server = create_server(make_wsgi_app(app, health), host=host, port=port,
-                                     threads=threads, ident="kotae")
+        self._server = create_server(make_wsgi_app(app, health, signing_secret), host=host,
+                                     port=port, threads=threads, ident="kotae")
         self.host = host
         self.port = int(self._server.effective_port)  # type: ignore[union-attr]
         self._thread: threading.Thread | None = None

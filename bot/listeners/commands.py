@@ -56,12 +56,17 @@ def register(app: App, ctx: BotContext) -> None:
         word, _, rest = text.partition(" ")
         if word in ("", "help"):
             ack(text=help_text(ctx.settings.slash_command))
-        elif word == "status":
+            return
+        if word == "status":
             ack(text=safe_status_text(ctx))
+            return
+        question = question_from_command(command, text)
+        if question is None:  # no user or channel to act for: nothing to do
+            ack()
         elif word == "reindex":
             ack(text=":arrows_counterclockwise: Reindex requested…")
-            ctx.reindex.request(command["user_id"], command["channel_id"],
-                                "--full" in rest.split(), respond)
+            ctx.reindex.request(question.user, question.channel, "--full" in rest.split(),
+                                respond)
         else:
             ack()
-            ctx.answerer.take(question_from_command(command, text))
+            ctx.answerer.take(question)

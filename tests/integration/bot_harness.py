@@ -96,7 +96,8 @@ def make_bot(settings: Settings, embeddings: BGEM3Embeddings, index_dir: Path,
     bot_settings = BotSettings(_env_file=None, **values)  # type: ignore[call-arg]
     service = KotaeService(bot_settings, embeddings=embeddings)
     app, ctx = create_app(bot_settings, service)
-    server = HttpServer(app, lambda: service.status(), "127.0.0.1", 0, 4).start()
+    server = HttpServer(app, lambda: service.status(), "127.0.0.1", 0, 4,
+                        signing_secret=SECRET).start()
     return Bot(f"http://127.0.0.1:{server.port}", ctx, fake_slack, fake_openai, server)
 
 
