@@ -9,7 +9,7 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry import RateLimitErrorRetryHandler, default_retry_handlers
+from slack_sdk.http_retry import RateLimitErrorRetryHandler, RetryHandler, default_retry_handlers
 
 from bot.answering import Answerer
 from bot.context import BotContext
@@ -41,11 +41,26 @@ def best_effort_client(client: WebClient) -> WebClient:
     """`client` without the wait for Retry-After, for calls that may be skipped (streamed
     text, progress edits, thinking status, reindex progress): a rate-limited one is dropped
     at once rather than stall the thread writing the answer or the index."""
+    return _copy(client, retry_handlers=[handler for handler in client.retry_handlers
+                                         if not isinstance(handler, RateLimitErrorRetryHandler)])
+
+
+# slack_sdk logs a failed call at ERROR, then raises. The startup checks turn what it raises
+# into the one line the operator reads, so their client logs nothing of its own.
+_SILENT = logging.Logger("kotae.startup-check", logging.CRITICAL)
+
+
+def startup_client(client: WebClient) -> WebClient:
+    """`client` for the checks before the bot starts (see `_SILENT`)."""
+    return _copy(client, retry_handlers=client.retry_handlers, logger=_SILENT)
+
+
+def _copy(client: WebClient, *, retry_handlers: list[RetryHandler],
+          logger: logging.Logger | None = None) -> WebClient:
     return WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout,
                      ssl=client.ssl, proxy=client.proxy, headers=dict(client.headers),
-                     team_id=client.default_params.get("team_id"),
-                     retry_handlers=[handler for handler in client.retry_handlers
-                                     if not isinstance(handler, RateLimitErrorRetryHandler)])
+                     team_id=client.default_params.get("team_id"), logger=logger,
+                     retry_handlers=retry_handlers)
 
 
 def create_app(settings: BotSettings, service: KotaeService, client: WebClient | None = None,
@@ -101,6 +116,6 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
 def bot_identity(client: WebClient, api_url: str) -> str:
     """The bot's user id (auth.test), which tells its own messages in a thread from others'."""
     try:
-        return client.auth_test()["user_id"]
+        return startup_client(client).auth_test()["user_id"]
     except (SlackApiError, OSError) as error:
         raise SlackUnavailable.from_error(error, api_url) from error

@@ -35,6 +35,10 @@ class SlackUnavailable(KotaeError):
                    f"SLACK_API_URL")
 
 
+class CannotListen(KotaeError):
+    """HTTP mode: the configured host and port cannot be bound."""
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     """A Web API error code, or the start of a page that was not Slack's answer."""
     return " ".join(text.split())[:limit]

@@ -1,19 +1,34 @@
-"""Running the app: HTTP mode behind waitress (a production WSGI server: threaded, binds where
-told, stoppable — unlike Bolt's development `App.start()`), or Socket Mode."""
+"""Running the bot: `run_bot` picks Socket Mode (with an app token) or HTTP mode behind waitress
+(a production WSGI server: threaded, binds where told, stoppable — unlike Bolt's development
+`App.start()`), and serves until Ctrl-C."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
+from bot.app import create_app, startup_client
+from bot.errors import CannotListen, SlackUnavailable
 from bot.inbound import SlackRequests
+from bot.settings import BotSettings
+from retrieval.errors import KotaeError
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from retrieval.service import KotaeService
 
 logger = logging.getLogger(__name__)
+
+HEALTH_KEYS = ("index_version", "chunks", "documents", "embedding_device", "retrieval_mode")
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
@@ -53,8 +68,13 @@ class HttpServer:
                  signing_secret: str | None = None) -> None:
         from waitress.server import create_server
 
-        self._server = create_server(make_wsgi_app(app, health, signing_secret), host=host,
-                                     port=port, threads=threads, ident="kotae")
+        try:
+            self._server = create_server(make_wsgi_app(app, health, signing_secret), host=host,
+                                         port=port, threads=threads, ident="kotae")
+        except OSError as error:  # the port is taken, the address is not this machine's
+            raise CannotListen(f"cannot listen on http://{host}:{port}: {error}; set "
+                               f"KOTAE_HOST/KOTAE_PORT to an address that is free here"
+                               ) from error
         self.host = host
         self.port = int(self._server.effective_port)  # type: ignore[union-attr]
         self._thread: threading.Thread | None = None
@@ -81,7 +101,76 @@ class HttpServer:
             self._thread.join(timeout=5)
 
 
-def socket_mode_handler(app: App, app_token: str) -> Any:
+def socket_mode_handler(app: App, app_token: str) -> SocketModeHandler:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     return SocketModeHandler(app, app_token=app_token)
+
+
+def run_bot(settings: BotSettings, service: KotaeService, *,
+            announce: Callable[[str], object] = logger.info) -> None:
+    """`kotae serve` once its settings are checked (a bot token, and an app token or a
+    signing secret): serve Slack until Ctrl-C, in Socket Mode when there is an app token,
+    else over HTTP on host:port with /healthz. `announce` tells the operator where the bot
+    is reachable (the CLI prints it).
+
+    Raises, before serving, a KotaeError that says what to fix: SlackUnavailable (Slack
+    cannot be reached, or refuses a token), CannotListen (HTTP mode: the port), or
+    PromptInvalid (a broken KOTAE_PROMPTS_DIR).
+    """
+    service.check_answer_setup()  # a broken custom prompt stops here, not at a question
+    threading.Thread(target=warm_up, args=(service,), daemon=True, name="kotae-warm-up").start()
+    app, _ctx = create_app(settings, service)
+    if settings.slack_app_token is not None:
+        _serve_socket_mode(app, settings.slack_app_token.get_secret_value(),
+                           settings.slack_api_url, announce)
+        return
+    secret = settings.slack_signing_secret
+    server = HttpServer(app, functools.partial(health_report, service), settings.host,
+                        settings.port, settings.http_threads,
+                        signing_secret=secret.get_secret_value() if secret else None)
+    announce(f"kotae: listening on http://{settings.host}:{server.port}{EVENTS_PATH}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+def _serve_socket_mode(app: App, app_token: str, api_url: str,
+                       announce: Callable[[str], object]) -> None:
+    announce("kotae: connecting to Slack in Socket Mode")
+    check_app_token(app.client, app_token, api_url)
+    handler = socket_mode_handler(app, app_token)
+    try:
+        handler.connect()
+    except (SlackApiError, OSError) as error:
+        raise SlackUnavailable.from_error(error, api_url, "SLACK_APP_TOKEN") from error
+    try:
+        threading.Event().wait()  # the handler's threads answer; this one waits for Ctrl-C
+    except KeyboardInterrupt:
+        handler.close()
+
+
+def check_app_token(client: WebClient, app_token: str, api_url: str) -> None:
+    """Ask Slack for a Socket Mode URL once, so that a refused SLACK_APP_TOKEN (or no route to
+    Slack) is one line here rather than the handler's log and traceback."""
+    try:
+        startup_client(client).apps_connections_open(app_token=app_token)
+    except (SlackApiError, OSError) as error:
+        raise SlackUnavailable.from_error(error, api_url, "SLACK_APP_TOKEN") from error
+
+
+def health_report(service: KotaeService) -> dict[str, Any]:
+    """What /healthz shows besides `ok`."""
+    status = service.status()
+    return {key: status[key] for key in HEALTH_KEYS}
+
+
+def warm_up(service: KotaeService) -> None:
+    """Load the model and the index before the first question (the answer chain is already
+    built: `run_bot` checks it before starting); a failure is logged, and answered in Slack."""
+    try:
+        _ = service.embeddings.flag_model
+        service.index.store()
+    except KotaeError as error:
+        logger.error("%s", error)

@@ -7,10 +7,14 @@ The fixtures that start these bots, `start_bot` and `bot`, are in tests/integrat
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.error import URLError
+from urllib.request import urlopen
 
 from bot.app import create_app
 from bot.context import BotContext
@@ -107,3 +111,41 @@ class StartBot(Protocol):
         """A running bot on `index_dir` (default: the sample index), built from `settings`
         (default: the test settings) with BotSettings `overrides`."""
         ...
+
+
+# --- a bot in its own process (`kotae serve`, run_bot) ---
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_bot_reply(slack: FakeSlackAPI, channel: str, thread_ts: str,
+                       timeout: float = 60) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = [m for m in slack.thread_messages(channel, thread_ts) if m.get("bot_id")]
+        if any(m.get("blocks") for m in replies):
+            time.sleep(0.5)
+            return [m for m in slack.thread_messages(channel, thread_ts) if m.get("bot_id")]
+        time.sleep(0.1)
+    raise AssertionError("no reply in the thread")
+
+
+def wait_for_health(process: subprocess.Popen, port: int, timeout: float = 90) -> dict | None:
+    """GET /healthz until the server answers (None if the process exits or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return json.loads(response.read())
+        except (URLError, ConnectionError):
+            time.sleep(0.3)
+    return None
+
+
+def mention_event(ts: str) -> dict:
+    return {"type": "app_mention", "user": "U1", "text": "<@UBOT> When is the on-call handoff?",
+            "ts": ts, "channel": "C1", "event_ts": ts, "team": "T1", "client_msg_id": f"m{ts}"}
