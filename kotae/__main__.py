@@ -1,3 +1,3 @@
-from kotae.cli import app
+from kotae.cli import run
 
-app()
+run()

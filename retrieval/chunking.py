@@ -25,6 +25,7 @@ from langchain_core.documents import Document
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval.embedding_text import embedding_text_for
 from retrieval.loaders import HEADING_KINDS, SourceFile, plain_heading
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ SEPARATORS: list[str] = [
 ]  # fmt: skip
 
 _HEADERS = [("#" * level, f"h{level}") for level in range(1, 7)]
-HEADING_SEPARATOR = " › "
 
 
 class Chunk(BaseModel):
@@ -217,13 +217,3 @@ def _cached_length(token_length: TokenLength) -> TokenLength:
         return token_length(text) if text else 0
 
     return length
-
-
-def embedding_text_for(title: str, heading_path: list[str], text: str) -> str:
-    """What is embedded for a chunk; rebuilt from stored metadata where needed (ColBERT
-    re-encoding), so it is not stored twice."""
-    context = list(heading_path)
-    if context and context[0] == title:
-        context = context[1:]
-    prefix = HEADING_SEPARATOR.join(part for part in [title, *context] if part)
-    return f"{prefix}\n\n{text}" if prefix else text

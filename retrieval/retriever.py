@@ -26,8 +26,8 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from retrieval.chunking import embedding_text_for
 from retrieval.devices import default_mode
+from retrieval.embedding_text import embedding_text_for
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import IndexMissing
 from retrieval.settings import Settings

@@ -21,6 +21,7 @@ CASES = {
                    "--sizes", "500", "--search-queries", "10", "--reindex-rounds", "1",
                    "--corpus-copies", "1", "--no-write"], "unchanged / full"),
     "chain": (["bench.chain", "--runs", "2", "--no-write"], "time to first token"),
+    "startup": (["bench.startup", "--runs", "1", "--no-write"], "kotae search"),
     "slack": (["bench.slack", "--mentions", "4", "--commands", "1", "--llm-delay", "0.1",
                "--no-write"], "slash command ack"),
 }
