@@ -81,7 +81,8 @@ def _train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> None:
     )
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>", max_piece_length=8
+        vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>", max_piece_length=8,
+        show_progress=False,  # its progress bar leaves blank lines on a terminal
     )
     # Repeat the text so short corpora still yield a vocabulary of useful pieces.
     tokenizer.train_from_iterator(texts * 3, trainer=trainer)
