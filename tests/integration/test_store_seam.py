@@ -175,3 +175,18 @@ def test_callers_import_no_backend_at_module_level(module: str) -> None:
     backends = {name for name in imported if name in {"retrieval.store", "retrieval.versions"}
                 or name.startswith("retrieval.stores.") or name == "faiss"}
     assert not backends
+
+
+def test_prune_keeps_the_newest_previous_version_even_within_one_second(
+        versions: LocalVersions) -> None:
+    """Version names carry a one-second timestamp and a random suffix: within one second the
+    suffix must not decide which previous version survives."""
+    layout = versions.layout
+    names = ["v20260101T000000-ffffff", "v20260101T000000-aaaaaa", "v20260101T000000-000000"]
+    for created_at, name in enumerate(names, start=1):  # made in this order
+        build_dir = layout.versions_dir / f"{BUILDING_PREFIX}{name}"
+        build_dir.mkdir(parents=True)
+        layout.publish(name, build_dir, {"version": name, "dim": DIM,
+                                         "created_at": 1000.0 + created_at})
+    assert versions.current_version() == names[-1]
+    assert sorted(p.name for p in layout.versions_dir.iterdir()) == sorted(names[1:])

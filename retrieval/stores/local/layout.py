@@ -74,12 +74,22 @@ class IndexLayout:
         return final_dir
 
     def prune(self, keep: str, keep_previous: int) -> None:
-        """Remove finished versions other than `keep`, but the newest `keep_previous`."""
-        finished = sorted(p for p in self.versions_dir.iterdir()
-                          if p.is_dir() and not p.name.startswith(BUILDING_PREFIX))
+        """Remove finished versions other than `keep`, but the newest `keep_previous`.
+
+        Newest by the manifest's creation time: names share a one-second timestamp, and two
+        versions of the same second would otherwise be ordered by their random suffix."""
+        finished = sorted((p for p in self.versions_dir.iterdir()
+                           if p.is_dir() and not p.name.startswith(BUILDING_PREFIX)),
+                          key=lambda p: (self._created_at(p.name), p.name))
         old = [p for p in finished if p.name != keep][:-keep_previous or None]
         for path in old:
             shutil.rmtree(path, ignore_errors=True)
+
+    def _created_at(self, version: str) -> float:
+        try:
+            return float(self.manifest(version).get("created_at", 0.0))
+        except (OSError, ValueError):  # no or a broken manifest: the oldest, pruned first
+            return 0.0
 
     def remove_stale_builds(self) -> None:
         """Builds left by a crash or Ctrl-C; only call while holding the lock."""
