@@ -67,6 +67,19 @@ def test_failed_add_leaves_store_unchanged(tmp_path: Path) -> None:
     assert store._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 1
 
 
+def test_a_failed_replacing_add_keeps_the_replaced_vectors(tmp_path: Path) -> None:
+    store = HybridStore(tmp_path, DIM, device="cpu")
+    vectors = unit_vectors(2)
+    add_chunks(store, ["a", "b"], vectors)
+    with pytest.raises(AssertionError):  # FAISS refuses the wrong dimension
+        store.add(["a"], ["t"], [{"source": "doc.md"}], np.ones((1, DIM + 3), np.float32),
+                  [{1: 1.0}])
+    scores, rows = store.search_dense(vectors[:1], 1)  # "a" is still found by its vector
+    assert store.get_rows(list(rows[0]))[int(rows[0][0])].chunk_id == "a"
+    assert scores[0][0] == pytest.approx(1.0, abs=1e-5)
+    assert store.count == 2 == store._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+
 def test_delete_source_removes_vectors_rows_and_sparse(tmp_path: Path) -> None:
     store = HybridStore(tmp_path, DIM, device="cpu")
     add_chunks(store, ["a1", "a2"], unit_vectors(2), source="a.md")

@@ -163,13 +163,16 @@ class HybridStore:
                              json.dumps(meta, ensure_ascii=False), ids.tobytes(), vals.tobytes()),
                         )
                         row_ids.append(int(cursor.lastrowid))
+                    # the new vectors first: if FAISS refuses them, the replaced ones are
+                    # still there, matching the rows the rollback restores
+                    self._index.add_with_ids(vectors, np.asarray(row_ids, np.int64))
+                    added = True
                     if replaced:
                         self._index.remove_ids(np.asarray(replaced, np.int64))
-                    self._index.add_with_ids(vectors, np.asarray(row_ids, np.int64))
                     self._gpu_stale = self.on_gpu
             except Exception:
                 # keep FAISS consistent with the rolled-back rows
-                if "row_ids" in locals() and row_ids:
+                if "added" in locals():
                     self._index.remove_ids(np.asarray(row_ids, np.int64))
                 raise
             self._sparse_matrix = None
