@@ -66,8 +66,15 @@ def render_apology(reason: str) -> SlackMessage:
 def _warning(plain: str, *, lead: str = "") -> str:
     """A :warning: line for plain text (a notice, a failure reason): escaped, on one line, and
     short enough for one section or context element."""
-    text = f":warning: {lead}{escape_mrkdwn(single_line(plain))}"
-    return truncate_plain(text, SECTION_TEXT_LIMIT)
+    head = f":warning: {escape_mrkdwn(lead)}"
+    body = single_line(plain)
+    if slack_len(head) + slack_len(escape_mrkdwn(body)) <= SECTION_TEXT_LIMIT:
+        return head + escape_mrkdwn(body)
+    # cut the plain text, then escape it: a cut after escaping could split `&amp;`
+    kept = truncate_plain(body, SECTION_TEXT_LIMIT - slack_len(head)).removesuffix(ELLIPSIS)
+    while slack_len(head) + slack_len(escape_mrkdwn(kept)) + 1 > SECTION_TEXT_LIMIT:
+        kept = kept[: max(len(kept) - 64, 0)]  # entities made it longer: cut a little more
+    return head + escape_mrkdwn(kept) + ELLIPSIS
 
 
 def _sections(mrkdwn: str) -> list[Block]:

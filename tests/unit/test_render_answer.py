@@ -175,6 +175,18 @@ def test_injection_is_escaped_everywhere_in_the_payload() -> None:
 # --- render_apology ---
 
 
+def test_a_long_apology_is_cut_before_escaping_so_no_entity_is_split() -> None:
+    import re
+
+    from bot.render import SECTION_TEXT_LIMIT
+
+    for reason in ("&" * 5000, "a<b " * 2000, "x" * 2990 + "&&&&&&"):
+        text = render_apology(reason).text
+        assert len(text) <= SECTION_TEXT_LIMIT and text.endswith("…")
+        body = text.split(": ", 1)[1].removesuffix("…")
+        assert re.fullmatch(r"(?:&amp;|&lt;|&gt;|[^&<>])*", body), body[-20:]
+
+
 def test_apology_text_and_blocks_say_the_same() -> None:
     apology = render_apology("the index is <!channel> missing & stale")
     for block in apology.blocks:
