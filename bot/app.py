@@ -8,13 +8,12 @@ from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import RateLimitErrorRetryHandler, RetryHandler, default_retry_handlers
 
 from bot.answering import Answerer
 from bot.context import BotContext
 from bot.dedupe import RecentEvents
-from bot.errors import SlackUnavailable
+from bot.errors import SLACK_CALL_ERRORS, SlackUnavailable
 from bot.feedback import FeedbackLog
 from bot.history import ThreadHistory
 from bot.listeners import actions, commands, events
@@ -117,5 +116,5 @@ def bot_identity(client: WebClient, api_url: str) -> str:
     """The bot's user id (auth.test), which tells its own messages in a thread from others'."""
     try:
         return startup_client(client).auth_test()["user_id"]
-    except (SlackApiError, OSError) as error:
+    except SLACK_CALL_ERRORS as error:
         raise SlackUnavailable.from_error(error, api_url) from error

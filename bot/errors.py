@@ -8,6 +8,10 @@ from retrieval.errors import KotaeError
 
 GENERIC_FAILURE = "something went wrong on my side. Please try again in a moment."
 
+# What a Slack Web API call raises: Slack's refusal, or the network (slack_sdk lets urllib's
+# errors through once its own connection retry is spent).
+SLACK_CALL_ERRORS = (SlackApiError, OSError)
+
 _TOKEN_HINTS = {
     "SLACK_BOT_TOKEN": "xoxb-…, from OAuth & Permissions",
     "SLACK_APP_TOKEN": "xapp-…, an app-level token with connections:write",

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot.app import create_app, startup_client
-from bot.errors import CannotListen, SlackUnavailable
+from bot.errors import SLACK_CALL_ERRORS, CannotListen, SlackUnavailable
 from bot.inbound import SlackRequests
 from bot.settings import BotSettings
 from retrieval.errors import KotaeError
@@ -119,8 +118,8 @@ def run_bot(settings: BotSettings, service: KotaeService, *,
     PromptInvalid (a broken KOTAE_PROMPTS_DIR).
     """
     service.check_answer_setup()  # a broken custom prompt stops here, not at a question
+    app, _ctx = create_app(settings, service)  # Slack unreachable, or the token refused: stop
     threading.Thread(target=warm_up, args=(service,), daemon=True, name="kotae-warm-up").start()
-    app, _ctx = create_app(settings, service)
     if settings.slack_app_token is not None:
         _serve_socket_mode(app, settings.slack_app_token.get_secret_value(),
                            settings.slack_api_url, announce)
@@ -143,7 +142,7 @@ def _serve_socket_mode(app: App, app_token: str, api_url: str,
     handler = socket_mode_handler(app, app_token)
     try:
         handler.connect()
-    except (SlackApiError, OSError) as error:
+    except SLACK_CALL_ERRORS as error:
         raise SlackUnavailable.from_error(error, api_url, "SLACK_APP_TOKEN") from error
     try:
         threading.Event().wait()  # the handler's threads answer; this one waits for Ctrl-C
@@ -156,7 +155,7 @@ def check_app_token(client: WebClient, app_token: str, api_url: str) -> None:
     Slack) is one line here rather than the handler's log and traceback."""
     try:
         startup_client(client).apps_connections_open(app_token=app_token)
-    except (SlackApiError, OSError) as error:
+    except SLACK_CALL_ERRORS as error:
         raise SlackUnavailable.from_error(error, api_url, "SLACK_APP_TOKEN") from error
 
 

@@ -9,6 +9,7 @@ import time
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.errors import SLACK_CALL_ERRORS
 from bot.question import Question
 from bot.render import (
     ELLIPSIS,
@@ -30,9 +31,8 @@ THINKING_REACTION = "hourglass_flowing_sand"
 STREAM_CALL_CHARS = 4_000
 STREAM_TOTAL_CHARS = 10_000
 
-# What a Slack call that may be skipped can raise: Slack's refusal, or the network (slack_sdk
-# lets urllib's errors through once its own connection retry is spent).
-SKIPPABLE = (SlackApiError, OSError)
+# What a Slack call that may be skipped can raise.
+SKIPPABLE = SLACK_CALL_ERRORS
 
 
 def _why(error: Exception) -> str:
