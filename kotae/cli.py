@@ -292,12 +292,8 @@ def _slack_configured(settings: BotSettings) -> bool:
 @app.command()
 def serve() -> None:
     """Run the Slack bot: Socket Mode with SLACK_APP_TOKEN, else HTTP on KOTAE_HOST:KOTAE_PORT."""
-    import threading
-
-    from bot.app import create_app
-    from bot.server import HttpServer, socket_mode_handler
+    from bot.server import run_bot
     from bot.settings import BotSettings
-    from retrieval.service import KotaeService
 
     settings = _settings(BotSettings)
     if settings.slack_bot_token is None:
@@ -306,39 +302,10 @@ def serve() -> None:
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         _fail(ValueError("Set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)."),
               code=EXIT_USAGE)
-    service = KotaeService(settings)
     try:
-        service.check_answer_setup()  # a broken custom prompt stops here, not at a question
-    except KotaeError as error:
+        run_bot(settings, _service(settings), announce=lambda line: err.print(line, markup=False))
+    except KotaeError as error:  # Slack unreachable or refusing the token, port taken, prompts
         _fail(error)
-    threading.Thread(target=_warm_up, args=(service,), daemon=True).start()
-    bolt_app, _ctx = create_app(settings, service)
-    if settings.slack_app_token is not None:
-        err.print("kotae: connecting to Slack in Socket Mode")
-        socket_mode_handler(bolt_app, settings.slack_app_token.get_secret_value()).start()
-        return
-
-    def health() -> dict:
-        status = service.status()
-        return {key: status[key] for key in ("index_version", "chunks", "documents",
-                                             "embedding_device", "retrieval_mode")}
-
-    server = HttpServer(bolt_app, health, settings.host, settings.port, settings.http_threads)
-    err.print(f"kotae: listening on http://{settings.host}:{server.port}/slack/events")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.stop()
-
-
-def _warm_up(service) -> None:  # type: ignore[no-untyped-def]
-    """Load the model and the index before the first question (the answer chain is already
-    built: `serve` checks it before starting); a failure is logged, and answered in Slack."""
-    try:
-        _ = service.embeddings.flag_model
-        service.index.store()
-    except KotaeError as error:
-        logging.getLogger("kotae").error("%s", error)
 
 
 @app.command()

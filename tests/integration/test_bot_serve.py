@@ -175,3 +175,28 @@ def test_serve_with_a_broken_prompts_dir_stops_at_startup(
     assert result.returncode == 1
     assert "answer.md" in result.stderr and "{sources}" in result.stderr
     assert "Traceback" not in result.stderr and "listening on" not in result.stderr
+
+
+@pytest.mark.parametrize("route", ["closed port", "invalid token"])
+def test_serve_without_a_route_to_slack_says_so_in_one_line(
+        route: str, tiny_model_dir: Path, fake_slack: FakeSlackAPI, tmp_path: Path) -> None:
+    """Bolt's App() checks the token with auth.test at construction: no route to Slack (or a
+    refused token) used to end `kotae serve` in two tracebacks ending in URLError."""
+    url = f"http://127.0.0.1:{free_port()}/api/" if route == "closed port" else fake_slack.base_url
+    fake_slack.fail("auth.test", "invalid_auth")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOTAE_", "OPENAI_", "SLACK_"))}
+    env.update({
+        "SLACK_BOT_TOKEN": "xoxb-serve", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": url,
+        "KOTAE_EMBEDDING_MODEL": str(tiny_model_dir), "KOTAE_EMBEDDING_DEVICE": "cpu",
+        "KOTAE_INDEX_DIR": str(tmp_path / "index"), "KOTAE_PORT": str(free_port()),
+        "KOTAE_FEEDBACK_PATH": str(tmp_path / "feedback.jsonl"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    })
+    result = subprocess.run([sys.executable, "-m", "kotae", "serve"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    expected = (f"error: cannot reach Slack at {url}: " if route == "closed port"
+                else f"error: Slack at {url} refused SLACK_BOT_TOKEN (invalid_auth)")
+    assert line.startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr and "listening on" not in result.stderr
