@@ -21,6 +21,7 @@ from bot.errors import failure_reason
 from bot.feedback import FeedbackLog
 from bot.history import ThreadHistory
 from bot.question import Question, Surface
+from bot.render import escape_mrkdwn
 from bot.workers import AnswerQueue
 from retrieval.service import KotaeService
 from retrieval.types import Answer, Turn
@@ -96,7 +97,9 @@ class Answerer:
         where the bot cannot post, the same question answered privately."""
         try:
             posted = self.client.chat_postMessage(
-                channel=question.channel, text=f"<@{question.user}> asked: {question.text}")
+                channel=question.channel,
+                # as typed: a `<!channel>` in the question must not ping the channel
+                text=f"<@{question.user}> asked: {escape_mrkdwn(question.text)}")
         except SlackApiError as error:
             logger.info("cannot post in %s (%s); answering ephemerally", question.channel,
                         error.response.get("error"))

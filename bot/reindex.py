@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.render import escape_mrkdwn
 from retrieval.errors import IndexLocked, KotaeError
 from retrieval.indexer import IndexProgress, IndexSummary
 
@@ -43,19 +44,28 @@ def describe(progress: IndexProgress | None) -> str:
     return f"{progress.phase}…"
 
 
+def _name(source: str) -> str:
+    """A file's name as mrkdwn text: a name is data (`<!channel>.md` must not ping)."""
+    return escape_mrkdwn(source.rsplit("/", 1)[-1].replace("`", "'"))
+
+
 def summary_text(summary: IndexSummary) -> str:
     lines = [
-        f":white_check_mark: Reindex finished in {summary.seconds:.1f}s — "
+        f":white_check_mark: Reindex finished in {summary.seconds:.1f}s — files: "
         f"added {len(summary.added)}, updated {len(summary.updated)}, removed "
         f"{len(summary.removed)}, unchanged {len(summary.unchanged)}, failed "
-        f"{len(summary.failed)} files; {summary.chunks_total} chunks.",
+        f"{len(summary.failed)}; {summary.chunks_total} chunks.",
         f"Now serving index version `{summary.version}`." if summary.switched
         else "Nothing changed; the index stays as it was.",
     ]
     for source, reason in summary.failed[:10]:
-        lines.append(f"• skipped `{source.rsplit('/', 1)[-1]}`: {reason}")
+        lines.append(f"• skipped `{_name(source)}`: {escape_mrkdwn(reason)}")
     if len(summary.failed) > 10:
         lines.append(f"• … and {len(summary.failed) - 10} more")
+    for source, warning in summary.warnings[:5]:
+        lines.append(f"• indexed `{_name(source)}` with a warning: {escape_mrkdwn(warning)}")
+    if len(summary.warnings) > 5:
+        lines.append(f"• … and {len(summary.warnings) - 5} more warnings")
     return "\n".join(lines)
 
 

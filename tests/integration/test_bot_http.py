@@ -195,6 +195,15 @@ def test_slash_command_question_is_answered_in_a_thread(bot: Bot) -> None:
                for r in replies)
 
 
+def test_a_slash_command_question_is_reposted_as_text_and_pings_nobody(bot: Bot) -> None:
+    bot.llm.push(Reply(text="On the 25th [1]."))
+    status, _response = bot.send_command("<!channel> <!here> when is payday? a < b & c")
+    assert status == 200
+    [question] = bot.slack.wait_for("chat.postMessage")
+    assert question.text == ("<@U1> asked: &lt;!channel&gt; &lt;!here&gt; when is payday? "
+                             "a &lt; b &amp; c")
+
+
 def test_slash_status_and_help(bot: Bot) -> None:
     status, response = bot.send_command("status")
     assert status == 200
