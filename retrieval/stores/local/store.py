@@ -146,12 +146,14 @@ class HybridStore:
         vectors = np.ascontiguousarray(dense, dtype=np.float32)
         with self._lock:
             replaced = self._row_ids_for(chunk_ids)
+            old_vectors: np.ndarray | None = None  # set once the replaced ones left FAISS
+            row_ids: list[int] = []
+            added = False
             try:
                 with self._db:  # one transaction
                     if replaced:
                         self._db.executemany("DELETE FROM chunks WHERE id = ?",
                                              [(r,) for r in replaced])
-                    row_ids = []
                     for chunk_id, text, meta, weights in zip(chunk_ids, texts, metadatas, sparse,
                                                              strict=True):
                         ids = np.fromiter(weights.keys(), np.int32, len(weights))
@@ -163,17 +165,23 @@ class HybridStore:
                              json.dumps(meta, ensure_ascii=False), ids.tobytes(), vals.tobytes()),
                         )
                         row_ids.append(int(cursor.lastrowid))
-                    # the new vectors first: if FAISS refuses them, the replaced ones are
-                    # still there, matching the rows the rollback restores
+                    # The replaced vectors leave first: SQLite may hand their row ids to the
+                    # new rows. Kept aside, they come back if FAISS refuses the new ones, to
+                    # match the rows the rollback restores.
+                    if replaced:
+                        replaced_ids = np.asarray(replaced, np.int64)
+                        kept = self._index.reconstruct_batch(replaced_ids)
+                        self._index.remove_ids(replaced_ids)
+                        old_vectors = kept
                     self._index.add_with_ids(vectors, np.asarray(row_ids, np.int64))
                     added = True
-                    if replaced:
-                        self._index.remove_ids(np.asarray(replaced, np.int64))
                     self._gpu_stale = self.on_gpu
             except Exception:
                 # keep FAISS consistent with the rolled-back rows
-                if "added" in locals():
+                if added:
                     self._index.remove_ids(np.asarray(row_ids, np.int64))
+                if old_vectors is not None:
+                    self._index.add_with_ids(old_vectors, np.asarray(replaced, np.int64))
                 raise
             self._sparse_matrix = None
         return row_ids
