@@ -261,7 +261,8 @@ def test_missing_index_says_how_to_build_it(settings: Settings, embeddings: BGEM
 
 def test_nothing_relevant_says_so(settings: Settings, embeddings: BGEM3Embeddings,
                                   sample_index_dir: Path, fake_openai: FakeOpenAIServer) -> None:
-    service = make_service(settings, embeddings, sample_index_dir, fake_openai, min_score=5.0)
+    # above any score: sparse scores are unbounded sums, and the tiny model's are random
+    service = make_service(settings, embeddings, sample_index_dir, fake_openai, min_score=1e9)
     answer = service.ask("When is the on-call handoff?")
     assert answer.kind == "no_match" and "couldn't find" in answer.text
     assert fake_openai.requests == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -78,9 +79,11 @@ def test_ask_answers_with_citations_from_the_fake_server(
     assert answer["answer"] == "毎月25日です [1]。" and answer["kind"] == "answer"
     # [1] is the source the model was shown as number 1
     prompt = fake_openai.requests[0].messages[0]["content"]
-    first_source = re.search(r'<source id="1" [^>]*path="([^"]*)"', prompt)
+    first_source = re.search(r'<source id="1" [^>]*path="([^"]*)">\n(.*?)\n</source>', prompt,
+                             re.DOTALL)
     assert first_source and answer["citations"][0]["source"] == first_source.group(1)
-    assert "経費精算" in answer["citations"][0]["snippet"]
+    shown = " ".join(html.unescape(first_source.group(2)).split())
+    assert answer["citations"][0]["snippet"].removesuffix("…") in shown  # its own text
 
     english = kotae("ask", "When is the on-call handoff?", env=env)
     assert english.returncode == 0, english.stderr
