@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from tests.fakes.openai_server import FakeOpenAIServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_signing import event_body, post_signed
 from tests.fakes.socket_mode import FakeSocketModeServer
+from tests.helpers import interrupt
 from tests.integration.bot_harness import (
     free_port,
     mention_event,
@@ -160,17 +160,6 @@ def run_bot_process(tiny_model_dir: Path, index_dir: Path, tmp_path: Path,
     return subprocess.Popen([sys.executable, "-c", RUN_BOT], env=environ, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-
-def interrupt(process: subprocess.Popen) -> tuple[int, str]:
-    """Ctrl-C, as an operator stops the bot; (exit code, whole output)."""
-    process.send_signal(signal.SIGINT)
-    try:
-        output, _ = process.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        raise AssertionError(f"run_bot did not stop on Ctrl-C:\n{output}") from None
-    return process.returncode, output
 
 
 def test_http_mode_serves_health_and_answers_until_ctrl_c(

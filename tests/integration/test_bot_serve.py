@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from tests.fakes.openai_server import FakeOpenAIServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_signing import event_body, post_signed, retry_headers
 from tests.fakes.socket_mode import FakeSocketModeServer
+from tests.helpers import interrupt
 from tests.integration.bot_harness import (
     free_port,
     mention_event,
@@ -32,16 +32,6 @@ from tests.integration.bot_harness import (
 
 SECRET = "serve-secret"
 
-
-def stop(process: subprocess.Popen) -> str:
-    """Ctrl-C the server as a user would; its whole output."""
-    process.send_signal(signal.SIGINT)
-    try:
-        output, _ = process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
 
 
 def test_kotae_serve_http_answers_once_under_retries(
@@ -78,7 +68,7 @@ def test_kotae_serve_http_answers_once_under_retries(
         assert "Every Monday at 10:00 JST [1]" in blocks and "Sources" in blocks
         assert len(fake_openai.requests) == 1
     finally:
-        output = stop(process)
+        _code, output = interrupt(process)
     assert "xoxb-serve" not in output and "sk-serve" not in output and SECRET not in output
 
 
@@ -149,7 +139,7 @@ def test_make_demo_serves_the_bot_when_slack_tokens_are_in_dot_env(
         assert health is not None, "kotae demo did not start the bot"
         assert health["ok"] and health["chunks"] > 0
     finally:
-        output = stop(process)
+        _code, output = interrupt(process)
     assert "listening on" in output and "xoxb-dotenv" not in output
 
 
