@@ -186,11 +186,14 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         *,
         max_tokens: int | None = None,
         colbert: bool = False,
+        batch_size: int | None = None,
     ) -> EncodedBatch:
         """Dense + sparse (+ ColBERT) views of `texts` from one forward pass per batch.
 
         Mirrors `BGEM3FlagModel.encode_single_device` (tokenise without padding, sort by length,
-        pad per batch) minus its batch-size probe, so results are identical.
+        pad per batch) minus its batch-size probe, so results are identical. `batch_size`
+        (default `self.batch`) is for callers that size batches themselves (the indexer's
+        token budget).
         """
         import torch
 
@@ -205,7 +208,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         colbert_vecs: list[np.ndarray] = [np.zeros(0)] * len(texts)
         batches = self._forward_batches(texts, max_tokens or self.passage_max_tokens,
                                         return_dense=True, return_sparse=True,
-                                        return_colbert_vecs=colbert)
+                                        return_colbert_vecs=colbert, batch_size=batch_size)
         with torch.inference_mode():
             for batch_idx, batch, out in batches:
                 order_parts.append(batch_idx)
@@ -268,7 +271,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
                 scores[batch_idx] = best.cpu().numpy()
         return scores
 
-    def _forward_batches(self, texts: list[str], max_length: int,
+    def _forward_batches(self, texts: list[str], max_length: int, *, batch_size: int | None = None,
                          **heads: bool) -> Iterator[tuple[np.ndarray, Any, dict[str, Any]]]:
         """(indices into `texts`, padded batch on the device, model outputs) per batch.
 
@@ -280,13 +283,26 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         model, device = self.flag_model.model, self.resolved_device
         inputs = self._tokenize(texts, max_length)
         order = np.argsort([-len(item["input_ids"]) for item in inputs], kind="stable")
-        for start in range(0, len(texts), self.batch):
-            batch_idx = order[start:start + self.batch]
+        size = batch_size or self.batch
+        for start in range(0, len(texts), size):
+            batch_idx = order[start:start + size]
             batch = self._pad([inputs[i] for i in batch_idx]).to(device)
             yield batch_idx, batch, model(batch, **heads)
 
-    def encode_passages(self, texts: Sequence[str], *, colbert: bool = False) -> EncodedBatch:
-        return self.encode(texts, max_tokens=self.passage_max_tokens, colbert=colbert)
+    def encode_passages(self, texts: Sequence[str], *, colbert: bool = False,
+                        batch_size: int | None = None) -> EncodedBatch:
+        return self.encode(texts, max_tokens=self.passage_max_tokens, colbert=colbert,
+                           batch_size=batch_size)
+
+    def passage_token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each passage is encoded with (specials included, truncated as `encode`
+        truncates): texts of equal count share a batch without padding, and only then is a
+        batch's output bit-identical to encoding each text alone (padding changes the order
+        of the attention sums, so the last bits)."""
+        texts = list(texts)
+        if not texts:
+            return []
+        return [len(item["input_ids"]) for item in self._tokenize(texts, self.passage_max_tokens)]
 
     def encode_query(self, text: str, *, colbert: bool = False) -> EncodedBatch:
         return self.encode([text], max_tokens=self.query_max_tokens, colbert=colbert)

@@ -1,36 +1,47 @@
 """Build or update the index: incremental by file content hash, atomic by version switch.
 
 A run begins a build from the served version, removes the chunks of changed and deleted files,
-embeds only new and changed files, then publishes the build with one switch. A crash or Ctrl-C
-leaves the served version untouched; a lock keeps a second indexer out. Everything about the
-index goes through the store seam (`retrieval.stores`), so any backend serves.
+indexes only new and changed files, then publishes the build with one switch. A crash or
+Ctrl-C leaves the served version untouched; a lock keeps a second indexer out. Everything about
+the index goes through the store seam (`retrieval.stores`), so any backend serves.
+
+New and changed files stream through `retrieval.indexing.pipeline` (a window of files at a
+time, equal-length batches from many files); each chunk's vectors come from the embedding cache
+(`retrieval.indexing.cache`) when its exact text was embedded before, by any build, finished or
+not, so an edit re-embeds only the chunks it changed and a killed build resumes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.chunking import Chunk, chunk_source
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import IndexPathMissing, IndexSwapRefused
-from retrieval.loaders import NO_TEXT_REASON, SourceFile, find_sources, hash_file, load_path
+from retrieval.indexing.cache import EmbeddingCache, cache_path
+from retrieval.indexing.keys import source_key
+from retrieval.indexing.pipeline import WINDOW_CHUNKS, IndexPipeline, PipelineCounts
+from retrieval.loaders import find_sources, hash_file
 from retrieval.settings import BUNDLED_SAMPLES, Settings
 from retrieval.stores import ChunkStore, FileRecord, open_store_backend
 
 logger = logging.getLogger(__name__)
 
-EMBED_BATCH = 32
+__all__ = ["IndexProgress", "IndexSummary", "Indexer", "default_roots", "source_key"]
 
 
 @dataclass
 class IndexProgress:
-    """Reported while indexing; `phase` is scanning | embedding | saving | done."""
+    """Reported while indexing; `phase` is scanning | embedding | saving | done.
+
+    While embedding, `chunks_done` counts chunks that have their vectors, `chunks_reused` of
+    them from the cache; `chunks_total` is an estimate until every file is read (files are
+    read as they are embedded), and `embeddings_per_s` counts the model's work only.
+    """
 
     phase: str
     files_done: int = 0
@@ -39,6 +50,7 @@ class IndexProgress:
     chunks_total: int = 0
     embeddings_per_s: float = 0.0
     eta_s: float | None = None
+    chunks_reused: int = 0
 
 
 @dataclass
@@ -49,7 +61,9 @@ class IndexSummary:
     removed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # indexed, but (source, what)
-    chunks_embedded: int = 0
+    chunks_embedded: int = 0  # chunks of new and changed files written: reused + encoded
+    chunks_reused: int = 0  # of those, vectors from the embedding cache
+    chunks_encoded: int = 0  # of those, vectors computed by the model in this run
     chunks_total: int = 0
     version: str | None = None
     switched: bool = False
@@ -61,18 +75,13 @@ class IndexSummary:
             "removed": self.removed,
             "failed": [{"source": s, "reason": r} for s, r in self.failed],
             "warnings": [{"source": s, "warning": w} for s, w in self.warnings],
-            "chunks_embedded": self.chunks_embedded, "chunks_total": self.chunks_total,
+            "chunks_embedded": self.chunks_embedded, "chunks_reused": self.chunks_reused,
+            "chunks_encoded": self.chunks_encoded, "chunks_total": self.chunks_total,
             "version": self.version, "switched": self.switched, "seconds": round(self.seconds, 3),
         }
 
 
 ProgressCallback = Callable[[IndexProgress], None]
-
-
-def source_key(path: Path) -> str:
-    """Absolute, with links kept: a file is known by the path it is cited under (see
-    `retrieval.loaders.walking` for the symlink rule)."""
-    return Path(os.path.abspath(path)).as_posix()
 
 
 def default_roots(settings: Settings) -> list[Path]:
@@ -114,10 +123,13 @@ def _names(roots: Sequence[Path]) -> str:
 class Indexer:
     """Turns folders of documents into a published index version."""
 
-    def __init__(self, settings: Settings, embeddings: BGEM3Embeddings) -> None:
+    def __init__(self, settings: Settings, embeddings: BGEM3Embeddings, *,
+                 window_chunks: int = WINDOW_CHUNKS, token_budget: int | None = None) -> None:
         self.settings = settings
         self.embeddings = embeddings
         self.versions = open_store_backend(settings)
+        self.window_chunks = window_chunks
+        self.token_budget = token_budget
 
     def run(self, paths: Sequence[Path] | None = None, *, full: bool = False,
             replace: bool = False, holder: str = "cli",
@@ -203,12 +215,16 @@ class Indexer:
         build = self.versions.begin_build(self.embeddings.dimension,
                                           base=current if reuse else None)
         version, store = build.version, build.store
+        cache: EmbeddingCache | None = None
         try:
+            cache = EmbeddingCache(cache_path(self.settings.index_dir))
+            cache.start_version(version, base=current if reuse else None)
             for key in summary.removed:
                 store.delete_source(key)
+                cache.drop_source(version, key)
             failures = {key: known_failures[key] for key in failing_again}
-            self._index_files(store, [hashes[k][0] for k in sorted(changed)], previous,
-                              summary, report)
+            self._index_files(store, cache, version, [hashes[k][0] for k in sorted(changed)],
+                              previous, summary, report)
             new_failures = {source for source, _reason in summary.failed} - set(failing_again)
             failures.update({key: {"hash": hashes[key][1], "reason": reason}
                              for key, reason in summary.failed if key in new_failures
@@ -230,53 +246,48 @@ class Indexer:
             }
             build.publish(manifest)  # saves the store, then switches readers to it
         except BaseException:
-            build.discard()  # the served version stays as it was
+            build.discard()  # the served version stays as it was; the cache keeps its work
+            if cache is not None:
+                cache.close()
             raise
         self.versions.prune()
+        try:  # what the served and the previous version use (the ones prune keeps)
+            cache.prune({version, *([current] if current else [])})
+        finally:
+            cache.close()
         summary.version, summary.switched = version, True
         return summary
 
-    def _index_files(self, store: ChunkStore, paths: list[Path],
-                     previous: dict[str, FileRecord], summary: IndexSummary,
-                     report: ProgressCallback) -> None:
-        loaded = load_path(paths)
-        for skipped in loaded.skipped:
-            key = source_key(Path(skipped.path))
-            # A file that was fine before keeps its old chunks: bad input loses nothing.
-            summary.failed.append((key, skipped.reason))
-            if key in previous:
-                summary.unchanged.append(key)
-        chunks_by_source: list[tuple[SourceFile, list[Chunk]]] = []
-        for source in loaded.documents:
-            summary.warnings.extend((source.source, warning) for warning in source.warnings)
-            chunks = chunk_source(source, token_length=self.embeddings.token_length,
-                                  chunk_size=self.settings.chunk_size,
-                                  chunk_overlap=self.settings.chunk_overlap)
-            if not chunks:
-                summary.failed.append((source.source, NO_TEXT_REASON))
-                continue
-            chunks_by_source.append((source, chunks))
-        total = sum(len(chunks) for _s, chunks in chunks_by_source)
-        embed_started = time.perf_counter()
-        done = 0
-        for files_done, (source, chunks) in enumerate(chunks_by_source, start=1):
-            store.delete_source(source.source)
-            for batch in _batches(chunks, EMBED_BATCH):
-                views = self.embeddings.encode_passages([c.embedding_text for c in batch])
-                store.add([c.chunk_id for c in batch], [c.text for c in batch],
-                          [c.metadata for c in batch], views.dense, views.sparse)
-                done += len(batch)
-                rate = done / max(time.perf_counter() - embed_started, 1e-9)
-                report(IndexProgress("embedding", files_done=files_done - 1,
-                                     files_total=len(chunks_by_source), chunks_done=done,
-                                     chunks_total=total, embeddings_per_s=rate,
-                                     eta_s=(total - done) / rate if rate else None))
-            store.record_file(FileRecord(
-                source=source.source, file_hash=source.content_hash, mtime=source.mtime,
-                title=source.title, chunk_count=len(chunks), indexed_at=time.time()))
-            (summary.updated if source.source in previous else summary.added).append(
-                source.source)
-        summary.chunks_embedded = done
+    def _index_files(self, store: ChunkStore, cache: EmbeddingCache, version: str,
+                     paths: list[Path], previous: dict[str, FileRecord],
+                     summary: IndexSummary, report: ProgressCallback) -> None:
+        pipeline = IndexPipeline(self.embeddings, cache, chunk_size=self.settings.chunk_size,
+                                 chunk_overlap=self.settings.chunk_overlap,
+                                 window_chunks=self.window_chunks,
+                                 token_budget=self.token_budget)
+
+        def on_progress(counts: PipelineCounts, files_total: int, rate: float) -> None:
+            ready = counts.chunks_reused + counts.chunks_encoded
+            # files are read as they are embedded: extrapolate from those read so far
+            estimate = (round(counts.chunks_seen * files_total / counts.files_seen)
+                        if counts.files_seen else 0)
+            total = max(counts.chunks_seen if counts.files_seen >= files_total else estimate,
+                        ready)
+            left = max(total - ready, 0)
+            report(IndexProgress("embedding", files_done=counts.files_done,
+                                 files_total=files_total, chunks_done=ready, chunks_total=total,
+                                 embeddings_per_s=rate, eta_s=left / rate if rate else None,
+                                 chunks_reused=counts.chunks_reused))
+
+        counts = pipeline.run(store, version, paths, set(previous), on_progress)
+        summary.failed.extend(counts.failed)
+        summary.unchanged.extend(counts.kept)
+        summary.warnings.extend(counts.warnings)
+        summary.added.extend(counts.added)
+        summary.updated.extend(counts.updated)
+        summary.chunks_embedded = counts.chunks_done
+        summary.chunks_reused = counts.chunks_reused
+        summary.chunks_encoded = counts.chunks_encoded
 
     def _compatible(self, manifest: dict[str, Any]) -> bool:
         """An old version is reused only if it was built with the same model and chunking."""
@@ -317,7 +328,3 @@ def _failures(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
     failed = manifest.get("failed")
     return failed if isinstance(failed, dict) else {}
 
-
-def _batches(items: list[Chunk], size: int) -> Iterable[list[Chunk]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
