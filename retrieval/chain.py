@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -28,6 +29,9 @@ from retrieval.prompts import Prompts, load_prompts
 from retrieval.settings import Settings
 from retrieval.types import Answer, RetrievalMode, SearchHit, Turn
 
+if TYPE_CHECKING:
+    from retrieval.access import Audience
+
 logger = logging.getLogger(__name__)
 
 HISTORY_TURNS = 10
@@ -37,7 +41,9 @@ ASKED_LABEL = "Question as asked"
 STANDALONE_LABEL = "Standalone question"
 
 
-Search = Callable[..., list[SearchHit]]  # (query, *, mode=None, timings=None) -> hits
+# (query, *, mode=None, timings=None[, audience]) -> hits; `audience` is passed only when
+# the question has one, so a search that knows no access control keeps working
+Search = Callable[..., list[SearchHit]]
 AnswerEvent = str | Answer  # streamed tokens, then exactly one final Answer
 
 
@@ -100,9 +106,9 @@ class AnswerChain:
                    min_score=settings.min_score, default_mode=default_mode)
 
     def invoke(self, question: str, history: Sequence[Turn] = (), *,
-               mode: RetrievalMode | None = None) -> Answer:
+               mode: RetrievalMode | None = None, audience: Audience | None = None) -> Answer:
         answer = None
-        for event in self.stream(question, history, mode=mode):
+        for event in self.stream(question, history, mode=mode, audience=audience):
             if isinstance(event, Answer):
                 answer = event
         assert answer is not None
@@ -114,8 +120,12 @@ class AnswerChain:
                                                          inputs.get("history", ())))
 
     def stream(self, question: str, history: Sequence[Turn] = (), *,
-               mode: RetrievalMode | None = None) -> Iterator[AnswerEvent]:
-        """Yield answer text pieces as the model writes them, then the final `Answer`."""
+               mode: RetrievalMode | None = None,
+               audience: Audience | None = None) -> Iterator[AnswerEvent]:
+        """Yield answer text pieces as the model writes them, then the final `Answer`.
+
+        `audience` reaches the search, which leaves out what it may not see: every source,
+        citation and related source below comes from those hits only."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         mode = mode or self.default_mode
@@ -138,7 +148,8 @@ class AnswerChain:
 
         t0 = time.perf_counter()
         try:
-            hits = self.search(standalone, mode=mode, timings=timings)
+            scoped = {} if audience is None else {"audience": audience}
+            hits = self.search(standalone, mode=mode, timings=timings, **scoped)
         except IndexMissing as error:
             yield Answer(**base, text=str(error), kind="no_index",
                          timings=_done(timings, started))

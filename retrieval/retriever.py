@@ -26,6 +26,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
+from retrieval.access import AccessControl, Audience
 from retrieval.devices import default_mode
 from retrieval.embedding_text import embedding_text_for
 from retrieval.embeddings import BGEM3Embeddings
@@ -111,18 +112,28 @@ class HybridRetriever(BaseRetriever):
     k: int = 5
     candidates: int = 50
     rerank: int = 20  # mode all: hybrid finalists that get a ColBERT score
+    # None (or one without a file): every chunk is visible to everyone
+    access: AccessControl | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, index: ServedIndex,
-                      embeddings: BGEM3Embeddings) -> HybridRetriever:
+                      embeddings: BGEM3Embeddings,
+                      access: AccessControl | None = None) -> HybridRetriever:
         return cls(index=index, embeddings=embeddings, mode=default_mode(settings),
                    weights=settings.hybrid_weights, k=settings.top_k,
-                   candidates=settings.candidates, rerank=settings.rerank_candidates)
+                   candidates=settings.candidates, rerank=settings.rerank_candidates,
+                   access=access)
 
     def search(self, query: str, *, mode: RetrievalMode | None = None, k: int | None = None,
-               timings: dict[str, float] | None = None) -> list[SearchHit]:
+               timings: dict[str, float] | None = None,
+               audience: Audience | None = None) -> list[SearchHit]:
         """Ranked hits for `query`, at most `k` (at least 1); none for a blank query. Raises
-        IndexMissing when there is no index or it is empty."""
+        IndexMissing when there is no index or it is empty.
+
+        With access control on, only the chunks `audience` may see are candidates: the dense
+        and the lexical search run over those rows alone, so k hits come back whenever k
+        visible chunks exist, and no other chunk is ever scored. AccessInvalid (a broken
+        access file) and ValueError (no audience) are raised before anything is searched."""
         mode = mode or self.mode
         k = self.k if k is None else k
         if k < 1:
@@ -135,6 +146,10 @@ class HybridRetriever(BaseRetriever):
             raise IndexMissing(
                 "The index holds no documents. Put documents in KOTAE_DOCS_DIR (or pass their "
                 "folders) and run `kotae index` (or `/kotae reindex` in Slack, for admins).")
+        visible = (self.access.visible_rows(store, audience) if self.access is not None
+                   else None)
+        if visible is not None and not len(visible):
+            return []
         started = time.perf_counter()
         query_views = self.embeddings.encode_query(query, colbert=mode == "all")
         timings["embed_query_s"] = time.perf_counter() - started
@@ -144,10 +159,12 @@ class HybridRetriever(BaseRetriever):
         n = max(k, self.candidates)
         dense_scores = dense_rows = sparse_scores = sparse_rows = None
         if mode != "sparse":
-            scores, rows = store.search_dense(q_dense[None, :], n)
+            scores, rows = (store.search_dense(q_dense[None, :], n) if visible is None
+                            else store.search_dense(q_dense[None, :], n, rows=visible))
             dense_scores, dense_rows = scores[0], rows[0]
         if mode != "dense":  # in mode dense, lexical scores would not change the ranking
-            sparse_scores, sparse_rows = store.sparse_scores(q_sparse)
+            sparse_scores, sparse_rows = (store.sparse_scores(q_sparse) if visible is None
+                                          else store.sparse_scores(q_sparse, rows=visible))
         candidates = merge_candidates(dense_scores, dense_rows, sparse_scores, sparse_rows, n,
                                       store.vectors, q_dense)
         timings["search_s"] = time.perf_counter() - started

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from retrieval.access import AccessControl, Audience
 from retrieval.devices import cuda_available, default_mode, resolved_faiss_device
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.settings import Settings
@@ -33,13 +34,15 @@ class KotaeService:
         self._chat_model = chat_model
         self.embeddings = embeddings or BGEM3Embeddings.from_settings(settings)
         self.index = ServedIndex(open_store_backend(settings))
+        self.access = AccessControl(settings.access_file)
         self._reindex_lock = threading.Lock()
 
     @functools.cached_property
     def retriever(self) -> HybridRetriever:
         from retrieval.retriever import HybridRetriever
 
-        return HybridRetriever.from_settings(self.settings, self.index, self.embeddings)
+        return HybridRetriever.from_settings(self.settings, self.index, self.embeddings,
+                                             self.access)
 
     @functools.cached_property
     def chain(self) -> AnswerChain:
@@ -56,20 +59,43 @@ class KotaeService:
         _ = self.chain
 
     def ask(self, question: str, history: Sequence[Turn] = (), *,
-            mode: RetrievalMode | None = None) -> Answer:
-        return self.chain.invoke(question, history, mode=mode)
+            mode: RetrievalMode | None = None, audience: Audience | None = None) -> Answer:
+        """`audience`: who reads the answer; required while KOTAE_ACCESS_FILE is set
+        (`Audience.operator()` sees everything)."""
+        return self.chain.invoke(question, history, mode=mode, audience=audience)
 
     def stream(self, question: str, history: Sequence[Turn] = (), *,
-               mode: RetrievalMode | None = None) -> Iterator[AnswerEvent]:
-        return self.chain.stream(question, history, mode=mode)
+               mode: RetrievalMode | None = None,
+               audience: Audience | None = None) -> Iterator[AnswerEvent]:
+        return self.chain.stream(question, history, mode=mode, audience=audience)
 
     @property
     def mode(self) -> RetrievalMode:
         return default_mode(self.settings)
 
     def search(self, query: str, *, mode: RetrievalMode | None = None, k: int | None = None,
-               timings: dict[str, float] | None = None) -> list[SearchHit]:
-        return self.retriever.search(query, mode=mode, k=k, timings=timings)
+               timings: dict[str, float] | None = None,
+               audience: Audience | None = None) -> list[SearchHit]:
+        return self.retriever.search(query, mode=mode, k=k, timings=timings,
+                                     audience=audience)
+
+    def check_access(self) -> None:
+        """Read the access file now and check its sets against the served index: a server
+        stops at start-up on a broken file (AccessInvalid) rather than at the first question.
+        Nothing happens while KOTAE_ACCESS_FILE is unset."""
+        if not self.access.enabled:
+            return
+        version = self.index.version
+        self.access.check(self.index.store() if version else None)
+
+    def access_status(self) -> dict[str, Any]:
+        """The sets, the files and chunks each holds, and the default (cheap: reads the
+        served version's file records, not its vectors)."""
+        if not self.access.enabled:
+            return {"enabled": False}
+        version = self.index.version
+        files = self.index.versions.file_records(version) if version else {}
+        return self.access.summary(files)
 
     def reindex(self, paths: Sequence[Path] | None = None, *, full: bool = False,
                 replace: bool = False, holder: str = "cli",
@@ -93,6 +119,7 @@ class KotaeService:
             "faiss_device": resolved_faiss_device(self.settings.faiss_device),
             "retrieval_mode": self.mode,
             "index_dir": str(self.settings.index_dir),
+            "access": self.access_status(),
         }
 
     def _embedding_device(self) -> str:

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(3000, ge=200, description="tokens of sources in a prompt")
     prompts_dir: Path | None = Field(None, description="folder overriding the bundled prompts")
 
+    # --- access control ---
+    access_file: Path | None = Field(
+        None, description="TOML file of document sets and who may read them; unset: every "
+                          "indexed document is visible everywhere")
+
     @field_validator("hybrid_weights", mode="before")
     @classmethod
     def _parse_weights(cls, value: object) -> object:

@@ -51,13 +51,21 @@ class ChunkReader(Protocol):
         """Chunks (dense vectors) in the version."""
         ...
 
-    def search_dense(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, row ids) per query row; cosine similarities, -1 ids pad."""
+    def search_dense(self, queries: np.ndarray, k: int, *,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query row; cosine similarities, -1 ids pad. With
+        `rows` (ascending row ids), only those are searched: the top-k among them, not a
+        filtered top-k of all (access control, before ranking)."""
         ...
 
-    def sparse_scores(self, query: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Lexical score of every chunk for one query: (scores, row ids), aligned, row ids
-        ascending."""
+    def sparse_scores(self, query: dict[int, float], *,
+                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Lexical score of every chunk (only of `rows`, when given) for one query: (scores,
+        row ids), aligned, row ids ascending."""
+        ...
+
+    def rows_of(self, sources: Sequence[str]) -> np.ndarray:
+        """The row ids (int64, ascending) of the chunks of `sources`."""
         ...
 
     def vectors(self, row_ids: Sequence[int]) -> np.ndarray:

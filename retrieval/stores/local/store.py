@@ -46,6 +46,8 @@ from retrieval.stores.local.docstore import (
 
 logger = logging.getLogger(__name__)
 
+_SQL_BATCH = 900  # values per `IN (...)`: under SQLite's oldest bound-parameter limit
+
 
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
@@ -286,9 +288,16 @@ class HybridStore:
     def count(self) -> int:
         return int(self._index.ntotal)
 
-    def search_dense(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, row ids) per query; scores are cosine similarities, -1 ids pad."""
+    def search_dense(self, queries: np.ndarray, k: int, *,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query; scores are cosine similarities, -1 ids pad.
+
+        With `rows`, FAISS searches those ids only (an `IDSelectorBatch` in the search
+        parameters), so the k results are the best k of them however few they are. That runs
+        on the CPU copy: GPU flat indexes take no selector."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if rows is not None:
+            return self._search_dense_among(queries, k, rows)
         k = max(1, min(k, self.count or 1))
         if self._gpu_stale:
             with self._lock:
@@ -298,19 +307,52 @@ class HybridStore:
                 return self._gpu_index.search(queries, k)
         return self._index.search(queries, k)
 
-    def sparse_scores(self, query: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Lexical score of every chunk for one query: (scores, row ids), aligned."""
+    def _search_dense_among(self, queries: np.ndarray, k: int,
+                            rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = max(1, k)
+        if not len(rows):
+            return (np.full((len(queries), k), -np.inf, np.float32),
+                    np.full((len(queries), k), -1, np.int64))
+        ids = np.ascontiguousarray(rows, dtype=np.int64)
+        params = faiss.SearchParameters()
+        params.sel = faiss.IDSelectorBatch(ids)
+        return self._index.search(queries, min(k, len(ids)), params=params)
+
+    def sparse_scores(self, query: dict[int, float], *,
+                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Lexical score of every chunk for one query: (scores, row ids), aligned. With
+        `rows`, only the chunks of those row ids (the others' columns are never returned)."""
         with self._lock:
             if self._sparse_matrix is None:
                 self._build_sparse()
             matrix, row_ids = self._sparse_matrix, self._sparse_rows
         assert matrix is not None
+        if rows is not None:
+            positions = np.searchsorted(row_ids, rows)
+            inside = positions < len(row_ids)
+            positions = positions[inside]
+            positions = positions[row_ids[positions] == rows[inside]]  # rows no longer stored
+            row_ids = row_ids[positions]
         tokens = [t for t in query if 0 <= t < matrix.shape[0]]
         if not tokens:
             return np.zeros(len(row_ids), np.float32), row_ids
         weights = np.asarray([query[t] for t in tokens], np.float32)
-        scores = matrix[tokens].T @ weights
+        selected = matrix[tokens]
+        if rows is not None:
+            selected = selected[:, positions]
+        scores = selected.T @ weights
         return np.asarray(scores, np.float32).ravel(), row_ids
+
+    def rows_of(self, sources: Sequence[str]) -> np.ndarray:
+        found: list[int] = []
+        unique = list(dict.fromkeys(sources))
+        with self._lock:
+            for start in range(0, len(unique), _SQL_BATCH):
+                batch = unique[start:start + _SQL_BATCH]
+                found += [r for (r,) in self._db.execute(
+                    f"SELECT id FROM chunks WHERE source IN ({placeholders(len(batch))})",
+                    batch)]
+        return np.unique(np.asarray(found, np.int64))
 
     def vectors(self, row_ids: Sequence[int]) -> np.ndarray:
         """Stored dense vectors for `row_ids` (from the CPU copy)."""
