@@ -56,6 +56,10 @@ from bench.common import (
     time_interleaved,
 )
 
+# Rows per HybridStore.add when building the synthetic stores: one embedding batch's worth
+# (the indexer's batches vary with a token budget; 32 is its batch of full-length chunks).
+ADD_BATCH = 32
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = REPO_ROOT / "kotae" / "samples"
 PARTS = ("embed", "search", "reindex", "memory")
@@ -629,15 +633,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from retrieval.indexer import EMBED_BATCH
-
     preset: dict[str, Any] = (
         {"passages": "8", "passage_tokens": 128, "encode_rounds": 1, "query_runs": 5,
          "sizes": "2000,10000", "search_queries": 50, "reindex_rounds": 2}
         if args.quick else
         {"passages": "16,8", "passage_tokens": 256, "encode_rounds": 2, "query_runs": 15,
          "sizes": "10000,100000", "search_queries": 200, "reindex_rounds": 3})
-    preset["add_batch"] = EMBED_BATCH
+    preset["add_batch"] = ADD_BATCH
     for name, value in preset.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
