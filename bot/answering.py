@@ -16,6 +16,7 @@ from dataclasses import replace
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.access import Audiences
 from bot.delivery import Delivery, delivery_for
 from bot.errors import failure_reason
 from bot.feedback import FeedbackLog
@@ -23,6 +24,7 @@ from bot.history import ThreadHistory
 from bot.question import Question, Surface
 from bot.render import escape_mrkdwn
 from bot.workers import AnswerQueue
+from retrieval.access import AccessInvalid
 from retrieval.service import KotaeService
 from retrieval.types import Answer, Turn
 
@@ -33,6 +35,11 @@ QUEUED: dict[Surface, str] = {
     "thread": ":hourglass: You're in the queue — I'll answer here as soon as I can.",
     "private": ":hourglass: You're in the queue — the answer will follow.",
 }
+NARROWED = (":lock: I couldn't check your Slack channel and user group memberships just now, "
+            "so this answer uses only documents shared with everyone or with you by name.")
+# The details (file, line, paths) go to the log: a path may name a restricted document.
+ACCESS_BROKEN = ("kotae's access configuration cannot be used right now, so I answer nothing "
+                 "until an admin fixes it (the details are in kotae's log).")
 BUSY: dict[Surface, str] = {
     "thread": ":warning: I'm answering too many questions right now. Please ask again in a "
               "minute.",
@@ -43,10 +50,12 @@ BUSY: dict[Surface, str] = {
 class Answerer:
     def __init__(self, service: KotaeService, queue: AnswerQueue, history: ThreadHistory,
                  feedback: FeedbackLog, client: WebClient, progress_client: WebClient, *,
-                 interval_s: float) -> None:
+                 interval_s: float, audiences: Audiences | None = None) -> None:
         """`client` posts what must land; `progress_client` what may be skipped (previews,
-        the thinking status); `interval_s`: between visible updates of a growing reply."""
+        the thinking status); `interval_s`: between visible updates of a growing reply;
+        `audiences`: who each answer is for (None: access control off)."""
         self.service, self.queue, self.history, self.feedback = service, queue, history, feedback
+        self.audiences = audiences
         self.client, self.progress_client, self.interval_s = client, progress_client, interval_s
 
     def take(self, question: Question) -> None:
@@ -69,9 +78,13 @@ class Answerer:
         delivery = self.delivery(question)
         delivery.start()
         try:
+            # who reads this answer decides what it may use; decided before anything is read
+            audience = self.audiences.of(question) if self.audiences is not None else None
+            if audience is not None and audience.narrowed:
+                delivery.tell(NARROWED)
             history: list[Turn] = self.history.read(question) if question.in_thread else []
             final: Answer | None = None
-            for event in self.service.stream(question.text, history):
+            for event in self.service.stream(question.text, history, audience=audience):
                 if isinstance(event, Answer):
                     final = event
                 else:
@@ -82,6 +95,10 @@ class Answerer:
             if question.surface == "thread":  # only thread answers carry the vote buttons
                 self.feedback.answered(final.answer_id, question.text)
             return final
+        except AccessInvalid as error:
+            logger.error("no answer in %s: %s", question.channel, error)
+            delivery.apologize(ACCESS_BROKEN)
+            return None
         except Exception as error:  # the edge: every failure becomes a message to the asker
             logger.exception("answering in %s (%s) failed", question.channel, question.surface)
             delivery.apologize(failure_reason(error))

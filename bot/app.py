@@ -10,6 +10,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry import RateLimitErrorRetryHandler, RetryHandler, default_retry_handlers
 
+from bot.access import Audiences, MembershipUnknown, SlackDirectory
 from bot.answering import Answerer
 from bot.context import BotContext
 from bot.dedupe import RecentEvents
@@ -20,6 +21,7 @@ from bot.listeners import actions, commands, events
 from bot.reindex import ReindexCoordinator
 from bot.settings import BotSettings
 from bot.workers import AnswerQueue
+from retrieval.access import AccessInvalid
 from retrieval.service import KotaeService
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
     feedback = FeedbackLog(settings.feedback_path)
     queue = AnswerQueue(settings.answer_workers, settings.answers_per_user,
                         settings.answer_queue_limit, settings.queued_notice_after_s)
+    audiences = check_access(service, SlackDirectory(
+        startup_client(client), ttl_s=settings.access_membership_ttl_s))
     history = ThreadHistory(client, service.embeddings.token_length, bot_user_id=bot_user_id,
                             max_messages=settings.thread_history_messages,
                             max_tokens=settings.thread_history_tokens)
@@ -94,7 +98,7 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
         settings=settings, service=service, client=client, bot_user_id=bot_user_id,
         recent=RecentEvents(settings.dedupe_ttl_s),
         answerer=Answerer(service, queue, history, feedback, client, progress_client,
-                          interval_s=settings.stream_update_interval_s),
+                          interval_s=settings.stream_update_interval_s, audiences=audiences),
         reindex=ReindexCoordinator(client, service.reindex, settings.admin_user_ids,
                                    settings.workspace_admins_are_admins,
                                    update_interval_s=settings.reindex_progress_interval_s,
@@ -110,6 +114,26 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
         logger.error("unhandled error in a listener: %s", error, exc_info=error)
 
     return app, ctx
+
+
+def check_access(service: KotaeService, directory: SlackDirectory) -> Audiences | None:
+    """With KOTAE_ACCESS_FILE set: `#channel-name`s resolved through Slack, and the file and
+    its sets checked against the index now, so a broken configuration stops the start-up
+    (AccessInvalid naming the file and line) instead of answering from a wider set."""
+    if not service.access.enabled:
+        return None
+
+    def resolve(name: str) -> str | None:
+        try:
+            return directory.channel_id(name)
+        except MembershipUnknown as error:
+            raise AccessInvalid(f"{service.access.path}: cannot resolve #{name} through "
+                                f"Slack ({error}); kotae needs channels:read and "
+                                "groups:read, or use the channel id") from None
+
+    service.access.bind_channel_names(resolve)
+    service.check_access()
+    return Audiences(service.access, directory)
 
 
 def bot_identity(client: WebClient, api_url: str) -> str:

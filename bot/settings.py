@@ -48,6 +48,10 @@ class BotSettings(Settings):
     reindex_progress_interval_s: float = Field(
         1.0, ge=0, description="between updates of a reindex's progress message")
     feedback_path: Path = Path(".kotae/feedback.jsonl")
+    access_membership_ttl_s: float = Field(
+        60.0, ge=0, description="how long Slack channel and user group memberships are "
+                                "remembered for access control (a user who leaves a channel "
+                                "loses its documents within this time)")
 
     @field_validator("slash_command")
     @classmethod

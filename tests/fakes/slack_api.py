@@ -186,6 +186,9 @@ class FakeSlackAPI(BackgroundHTTPServer):
         self._failures: dict[str, _Failure] = {}
         self._threads: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._users: dict[str, dict[str, Any]] = {}
+        # membership, for access control: channel id -> (name, members), group id -> users
+        self._channels: dict[str, tuple[str, list[str]]] = {}
+        self._usergroups: dict[str, list[str]] = {}
         self._stopped_streams: set[tuple[str, str]] = set()
         self._response_url_uses: dict[str, int] = {}
         # The most conversations.replies returns per page whatever `limit` asks: 1,000 for most
@@ -203,6 +206,9 @@ class FakeSlackAPI(BackgroundHTTPServer):
             "chat.stopStream": self._stop_stream,
             "conversations.replies": self._replies,
             "users.info": self._users_info,
+            "conversations.list": self._conversations_list,
+            "conversations.members": self._conversations_members,
+            "usergroups.users.list": self._usergroup_users,
             "apps.connections.open": self._connections_open,
         }
 
@@ -250,6 +256,16 @@ class FakeSlackAPI(BackgroundHTTPServer):
         """Users not set here exist too, as regular (non-admin) members."""
         with self._lock:
             self._users[user_id] = _user(user_id, is_admin=is_admin, is_owner=is_owner)
+
+    def set_channel(self, channel_id: str, name: str, members: list[str]) -> None:
+        """A channel `conversations.list` names and `conversations.members` lists."""
+        with self._lock:
+            self._channels[channel_id] = (name, list(members))
+
+    def set_usergroup(self, group_id: str, users: list[str]) -> None:
+        """What `usergroups.users.list(usergroup=group_id)` returns."""
+        with self._lock:
+            self._usergroups[group_id] = list(users)
 
     def fail(
         self,
@@ -473,6 +489,34 @@ class FakeSlackAPI(BackgroundHTTPServer):
         if not user_id:
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "user": dict(self._users.get(user_id) or _user(user_id))}
+
+    def _conversations_list(self, call: SlackCall) -> dict[str, Any]:
+        """One channel a page (so clients must follow `next_cursor`), ids in order set."""
+        channels = list(self._channels.items())
+        try:
+            start = int(base64.b64decode(str(call.params.get("cursor") or "")).decode() or 0)
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
+        page = channels[start:start + 1]
+        more = start + 1 < len(channels)
+        return {"ok": True,
+                "channels": [{"id": cid, "name": name, "is_channel": True}
+                             for cid, (name, _members) in page],
+                "response_metadata": {"next_cursor": base64.b64encode(
+                    str(start + 1).encode()).decode() if more else ""}}
+
+    def _conversations_members(self, call: SlackCall) -> dict[str, Any]:
+        channel = self._channels.get(str(call.params.get("channel", "")))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "members": list(channel[1]),
+                "response_metadata": {"next_cursor": ""}}
+
+    def _usergroup_users(self, call: SlackCall) -> dict[str, Any]:
+        users = self._usergroups.get(str(call.params.get("usergroup", "")))
+        if users is None:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": list(users)}
 
     def _connections_open(self, call: SlackCall) -> dict[str, Any]:
         if not (call.token or "").startswith("xapp-"):
