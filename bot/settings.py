@@ -32,6 +32,9 @@ class BotSettings(Settings):
         default_factory=list, description="Slack user ids allowed to reindex (comma-separated)")
     workspace_admins_are_admins: bool = Field(
         False, description="also let workspace admins/owners reindex (checked with users.info)")
+    admin_channel: str | None = Field(
+        None, description="channel id where scheduled reindexes post their summary (unset: "
+        "the log only)")
 
     # An answer mostly waits on the chat model, so more workers than cores pays; but their
     # Python work competes with acks for the GIL. Measured in bench/slack.py on 2 cores (50

@@ -104,7 +104,8 @@ def index(
     replace: Annotated[bool, typer.Option("--replace", metavar="", help="let PATHs replace the index's documents even when that removes most of them")] = False,  # noqa: E501
     as_json: JsonOption = False,
 ) -> None:
-    """Build or update the index (incremental: unchanged files are not re-embedded)."""
+    """Build or update the index (incremental: unchanged files are not re-read, and a chunk
+    whose text was embedded before, by any build, is reused from the embedding cache)."""
     service = _service()
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                   TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
@@ -117,7 +118,7 @@ def index(
                 bar.update(task, description=f"embedding  files {p.files_done}/{p.files_total}",
                            total=p.chunks_total, completed=p.chunks_done,
                            detail=f"{p.chunks_done}/{p.chunks_total} chunks "
-                                  f"{p.embeddings_per_s:.1f} emb/s")
+                                  f"({p.chunks_reused} reused) {p.embeddings_per_s:.1f} emb/s")
             else:
                 bar.update(task, description=p.phase)
 
@@ -146,7 +147,9 @@ def _print_summary(summary: IndexSummary) -> None:
         f"files: {len(summary.added)} added, {len(summary.updated)} updated, "
         f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed, "
         f"{len(summary.failed)} failed · {summary.chunks_total} chunks · "
-        f"{summary.seconds:.1f}s · {state}", markup=False)
+        f"{summary.seconds:.1f}s · {state}"
+        + (f" · chunks embedded {summary.chunks_encoded}, reused {summary.chunks_reused}"
+           if summary.chunks_embedded else ""), markup=False)
 
 
 @app.command()

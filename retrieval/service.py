@@ -119,8 +119,16 @@ class KotaeService:
             "faiss_device": resolved_faiss_device(self.settings.faiss_device),
             "retrieval_mode": self.mode,
             "index_dir": str(self.settings.index_dir),
+            "embedding_cache": self._embedding_cache(),
             "access": self.access_status(),
         }
+
+    def _embedding_cache(self) -> str:
+        """Size on disk and entries of the embedding cache (read-only; none before a build)."""
+        from retrieval.indexing.cache import cache_size
+
+        size = cache_size(self.settings.index_dir)
+        return "none" if size is None else size.describe()
 
     def _embedding_device(self) -> str:
         device = self.settings.embedding_device

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     chunk_size: int = Field(400, ge=32, description="chunk size in bge-m3 tokens")
     chunk_overlap: int = Field(60, ge=0, description="overlap between chunks in bge-m3 tokens")
     faiss_device: Literal["auto", "cpu", "cuda"] = "auto"
+    reindex_interval: float | None = Field(
+        None, gt=0, description="kotae serve refreshes the index this often: 1h, 30m, 90s, "
+        "1h30m or seconds; unset = never")
 
     # --- retrieval ---
     retrieval_mode: RetrievalMode | None = Field(
@@ -87,6 +90,13 @@ class Settings(BaseSettings):
         None, description="TOML file of document sets and who may read them; unset: every "
                           "indexed document is visible everywhere")
 
+    @field_validator("reindex_interval", mode="before")
+    @classmethod
+    def _parse_interval(cls, value: object) -> object:
+        if not isinstance(value, str) or not value.strip():
+            return value
+        return parse_interval(value)
+
     @field_validator("hybrid_weights", mode="before")
     @classmethod
     def _parse_weights(cls, value: object) -> object:
@@ -105,6 +115,20 @@ class Settings(BaseSettings):
         if len(weights) != 3 or any(w < 0 for w in weights) or sum(weights) == 0:
             raise ValueError(_WEIGHTS_HELP)
         return weights
+
+
+_INTERVAL = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                       r"(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_interval(text: str) -> float:
+    """Seconds in `1h`, `30m`, `1h30m`, `90s`, `2d` or a bare number of seconds."""
+    match = _INTERVAL.fullmatch(text.strip().lower().replace(" ", ""))
+    if not match or not any(match.groups()):
+        raise ValueError(f"KOTAE_REINDEX_INTERVAL={text!r}: use a duration such as 1h, 30m, "
+                         "1h30m, 90s or a number of seconds")
+    days, hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 _WEIGHTS_HELP = ("KOTAE_HYBRID_WEIGHTS needs three non-negative numbers (dense, sparse, "

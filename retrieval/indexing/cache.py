@@ -56,6 +56,15 @@ class CacheSize:
     bytes: int
     chunks: int
 
+    def describe(self) -> str:
+        """`3.2 MiB, 1200 chunks` (binary units, as the loaders' size limit)."""
+        size = f"{self.bytes} bytes"
+        for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if self.bytes >= scale:
+                size = f"{self.bytes / scale:.1f} {unit}"
+                break
+        return f"{size}, {self.chunks} chunks"
+
 
 def cache_path(index_dir: Path) -> Path:
     return Path(index_dir) / CACHE_FILE
