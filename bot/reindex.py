@@ -1,7 +1,9 @@
-"""Admin-only reindex from Slack: one at a time, progress updated in place, a summary at the end.
+"""Admin-only reindex from Slack: one at a time, progress updated in place, a summary at the end;
+and the scheduled refresh of `kotae serve` (KOTAE_REINDEX_INTERVAL).
 
 The bot keeps answering from the served index meanwhile; the new version is switched in
-atomically by the indexer and picked up by the running retriever.
+atomically by the indexer and picked up by the running retriever. Both go through the index
+lock, so of several replicas refreshing on a schedule only one runs at a time; the others skip.
 """
 
 from __future__ import annotations
@@ -49,15 +51,18 @@ def _name(source: str) -> str:
     return escape_mrkdwn(source.rsplit("/", 1)[-1].replace("`", "'"))
 
 
-def summary_text(summary: IndexSummary) -> str:
+def summary_text(summary: IndexSummary, title: str = "Reindex") -> str:
     lines = [
-        f":white_check_mark: Reindex finished in {summary.seconds:.1f}s — files: "
+        f":white_check_mark: {title} finished in {summary.seconds:.1f}s — files: "
         f"added {len(summary.added)}, updated {len(summary.updated)}, removed "
         f"{len(summary.removed)}, unchanged {len(summary.unchanged)}, failed "
         f"{len(summary.failed)}; {summary.chunks_total} chunks.",
         f"Now serving index version `{summary.version}`." if summary.switched
         else "Nothing changed; the index stays as it was.",
     ]
+    if summary.chunks_embedded:
+        lines.append(f"Chunks: embedded {summary.chunks_encoded}, reused {summary.chunks_reused} "
+                     "from the embedding cache.")
     for source, reason in summary.failed[:10]:
         lines.append(f"• skipped `{_name(source)}`: {escape_mrkdwn(reason)}")
     if len(summary.failed) > 10:
@@ -227,3 +232,79 @@ class ProgressBoard:
         self._responses += 1
         self._last_response = time.monotonic()
         self.respond(text=text, replace_original=self._responses > 1)
+
+
+class ScheduledRefresh:
+    """`kotae serve` refreshing the index every `interval_s` (KOTAE_REINDEX_INTERVAL).
+
+    A refresh is an ordinary incremental reindex: nothing changed means nothing published and
+    little more than hashing the files. Another indexer holding the lock (a replica's refresh,
+    an admin's `/kotae reindex`, `kotae index`) means this round is skipped. The summary goes to
+    the log, and to `channel` (KOTAE_ADMIN_CHANNEL) when a new version was published (or the
+    refresh failed).
+    """
+
+    HOLDER = "scheduled refresh"
+
+    def __init__(self, reindex: Reindex, interval_s: float, client: WebClient | None = None,
+                 channel: str | None = None) -> None:
+        self._reindex = reindex
+        self.interval_s = interval_s
+        self._client, self._channel = client, channel
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ScheduledRefresh:
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name="kotae-scheduled-refresh")
+        self._thread.start()
+        logger.info("refreshing the index every %.0fs", self.interval_s)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.run_once()
+            except Exception:  # runs on its own thread: nothing else would ever see this
+                logger.exception("scheduled refresh failed; the previous index is still served")
+
+    def run_once(self) -> IndexSummary | None:
+        """One refresh; None when it was skipped or failed (said in the log)."""
+        try:
+            summary = self._reindex(holder=self.HOLDER)
+        except IndexLocked as error:
+            logger.info("scheduled refresh skipped: %s", error)
+            return None
+        except KotaeError as error:
+            logger.warning("scheduled refresh failed: %s", error)
+            self._post(f":warning: Scheduled refresh failed: {escape_mrkdwn(str(error))}")
+            return None
+        logger.info("scheduled refresh: %s", log_line(summary))
+        if summary.switched:  # a file that fails again every round is not news every round
+            self._post(summary_text(summary, title="Scheduled refresh"))
+        return summary
+
+    def _post(self, text: str) -> None:
+        if self._client is None or not self._channel:
+            return
+        try:
+            self._client.chat_postMessage(channel=self._channel, text=text)
+        except SlackApiError as error:
+            logger.warning("cannot post the refresh summary in %s: %s", self._channel,
+                           error.response.get("error"))
+
+
+def log_line(summary: IndexSummary) -> str:
+    """The summary on one line, for the log."""
+    state = (f"now serving {summary.version}" if summary.switched
+             else "nothing changed, nothing published")
+    return (f"added {len(summary.added)}, updated {len(summary.updated)}, removed "
+            f"{len(summary.removed)}, unchanged {len(summary.unchanged)}, failed "
+            f"{len(summary.failed)}; chunks embedded {summary.chunks_encoded}, reused "
+            f"{summary.chunks_reused}, {summary.chunks_total} in all; "
+            f"{summary.seconds:.1f}s; {state}")

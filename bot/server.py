@@ -120,6 +120,11 @@ def run_bot(settings: BotSettings, service: KotaeService, *,
     service.check_answer_setup()  # a broken custom prompt stops here, not at a question
     app, _ctx = create_app(settings, service)  # Slack unreachable, or the token refused: stop
     threading.Thread(target=warm_up, args=(service,), daemon=True, name="kotae-warm-up").start()
+    if settings.reindex_interval:  # through the index lock: one replica refreshes at a time
+        from bot.reindex import ScheduledRefresh
+
+        ScheduledRefresh(service.reindex, settings.reindex_interval, app.client,
+                         settings.admin_channel).start()
     if settings.slack_app_token is not None:
         _serve_socket_mode(app, settings.slack_app_token.get_secret_value(),
                            settings.slack_api_url, announce)
