@@ -408,18 +408,6 @@ def _checked_folder(path: Path, setting: str) -> Path:
     return path
 
 
-def _weight_files(repo_id: str) -> list[str]:
-    """safetensors where the repository has them, else `pytorch_model.bin` (BAAI/bge-m3 has
-    shipped only the latter at times); never both, which would download the weights twice.
-    transformers reads a .bin with torch's weights-only loader, not a general unpickler."""
-    from huggingface_hub import list_repo_files
-
-    files = list_repo_files(repo_id)
-    if any(name.endswith(".safetensors") for name in files):
-        return ["*.safetensors"]
-    return ["pytorch_model.bin"]
-
-
 def _download(repo_id: str) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
@@ -437,10 +425,16 @@ def _download(repo_id: str) -> Path:
         reason = "HF_HUB_OFFLINE is set and it is not in the local cache"
     else:
         try:
-            return Path(snapshot_download(
+            folder = Path(snapshot_download(
                 repo_id, etag_timeout=10,
-                allow_patterns=["*.json", *_weight_files(repo_id), "*.pt", "*.model", "*.txt"],
-            ))
+                allow_patterns=["*.json", "*.safetensors", "*.pt", "*.model", "*.txt"]))
+            if not any(folder.glob("*.safetensors")):
+                # BAAI/bge-m3 has shipped only pytorch_model.bin at times; asked for only now,
+                # so a repository with both never downloads the weights twice. transformers
+                # reads a .bin with torch's weights-only loader, not a general unpickler.
+                folder = Path(snapshot_download(repo_id, etag_timeout=10,
+                                                allow_patterns=["pytorch_model.bin"]))
+            return folder
         except (HfHubHTTPError, OSError, ValueError) as error:
             reason = f"download failed ({type(error).__name__})"
         except Exception as error:  # network stacks raise many types; all mean "not available"
