@@ -113,23 +113,28 @@ class Audiences:
             return None
         if not is_private(question):
             return Audience.in_channel(question.channel)
+        return self.private(question.user)
+
+    def private(self, user: str) -> Audience:
+        """`user` reading alone, with the user groups and channels (of those the access file
+        names) Slack says they belong to."""
         config = self.access.config()
         narrowed = False
         groups, channels = set(), set()
         for access_set in config.sets:
             for group in access_set.usergroups - groups:
                 try:
-                    if question.user in self.directory.usergroup_users(group):
+                    if user in self.directory.usergroup_users(group):
                         groups.add(group)
                 except MembershipUnknown as error:
                     logger.warning("membership not checked (%s): narrower answer", error)
                     narrowed = True
             for channel in access_set.channels - channels:
                 try:
-                    if question.user in self.directory.channel_members(channel):
+                    if user in self.directory.channel_members(channel):
                         channels.add(channel)
                 except MembershipUnknown as error:
                     logger.warning("membership not checked (%s): narrower answer", error)
                     narrowed = True
-        return Audience.private(question.user, usergroups=frozenset(groups),
+        return Audience.private(user, usergroups=frozenset(groups),
                                 channels=frozenset(channels), narrowed=narrowed)

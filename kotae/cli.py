@@ -152,20 +152,52 @@ def _print_summary(summary: IndexSummary) -> None:
            if summary.chunks_embedded else ""), markup=False)
 
 
+AsChannelOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--as-channel", metavar="CHANNEL",
+                 help="only what an answer posted in this channel (C… or #name) may use"),
+]
+AsUserOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--as-user", metavar="USER",
+                 help="only what this user (U…) may see in a private answer"),
+]
+
+
+def _audience(service: KotaeService, as_channel: str | None,  # type: ignore[no-untyped-def]
+              as_user: str | None):
+    """The audience of --as-channel / --as-user (the operator's: everything, by default)."""
+    from kotae.audience import audience_for
+
+    try:
+        audience, notes = audience_for(service, as_channel, as_user)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--as-channel / --as-user") from None
+    except KotaeError as error:
+        _fail(error)
+    for note in notes:
+        err.print(Text(note, style="yellow"))
+    return audience
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument()],
     mode: ModeOption = None,
     k: Annotated[int, typer.Option("-k", min=1, metavar="N", help="number of hits")] = 5,
     as_json: JsonOption = False,
+    as_channel: AsChannelOption = None,
+    as_user: AsUserOption = None,
 ) -> None:
     """Ranked chunks for QUERY with their scores and metadata."""
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
     service = _service()
+    audience = _audience(service, as_channel, as_user)
     timings: dict[str, float] = {}
     try:
-        hits = service.search(query, mode=_mode(mode), k=k, timings=timings)
+        hits = service.search(query, mode=_mode(mode), k=k, timings=timings,
+                              audience=audience)
     except KotaeError as error:
         _fail(error)
     except KeyboardInterrupt:
@@ -194,16 +226,19 @@ def ask(
     mode: ModeOption = None,
     as_json: Annotated[bool, typer.Option(
         "--json", metavar="", help="print the answer, citations and timings as JSON")] = False,
+    as_channel: AsChannelOption = None,
+    as_user: AsUserOption = None,
 ) -> None:
     """Answer QUESTION from the index, with numbered sources."""
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
     service = _service()
+    audience = _audience(service, as_channel, as_user)
     try:
         if as_json:
-            answer = service.ask(question, mode=_mode(mode))
+            answer = service.ask(question, mode=_mode(mode), audience=audience)
         else:
-            answer = _stream_answer(service, question, _mode(mode))
+            answer = _stream_answer(service, question, _mode(mode), audience)
     except KotaeError as error:
         _fail(error)
     except KeyboardInterrupt:
@@ -220,7 +255,7 @@ def ask(
     _print_answer(answer, text_shown=True)
 
 
-def _stream_answer(service, question: str, mode):  # type: ignore[no-untyped-def]
+def _stream_answer(service, question: str, mode, audience=None):  # type: ignore[no-untyped-def]
     """Show the answer growing as it is written, then the final text in its place (markers
     renumbered, invented ones removed); return the final Answer."""
     from rich.live import Live
@@ -230,7 +265,7 @@ def _stream_answer(service, question: str, mode):  # type: ignore[no-untyped-def
 
     written = ""
     with Live(Text(""), console=console, auto_refresh=False) as live:
-        for event in service.stream(question, mode=mode):
+        for event in service.stream(question, mode=mode, audience=audience):
             if isinstance(event, Answer):
                 live.update(Text(event.text), refresh=True)
                 return event
