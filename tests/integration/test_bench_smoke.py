@@ -24,6 +24,8 @@ CASES = {
     "startup": (["bench.startup", "--runs", "1", "--no-write"], "kotae search"),
     "slack": (["bench.slack", "--mentions", "4", "--commands", "1", "--llm-delay", "0.1",
                "--no-write"], "slash command ack"),
+    "indexing": (["bench.indexing", "--quick", "--only", "throughput,edit,kill,refresh",
+                  "--check", "5", "--no-write"], "bit-identical to the chunk encoded alone"),
 }
 
 
