@@ -24,6 +24,7 @@ CASES = {
     "startup": (["bench.startup", "--runs", "1", "--no-write"], "kotae search"),
     "slack": (["bench.slack", "--mentions", "4", "--commands", "1", "--llm-delay", "0.1",
                "--no-write"], "slash command ack"),
+    "access": (["bench.access", "--quick", "--no-write"], "filtered / unfiltered p50"),
     "indexing": (["bench.indexing", "--quick", "--only", "throughput,edit,kill,refresh",
                   "--check", "5", "--no-write"], "bit-identical to the chunk encoded alone"),
 }

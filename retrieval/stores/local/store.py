@@ -82,6 +82,9 @@ class HybridStore:
         else:
             self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._sparse_matrix: sp.csr_matrix | None = None
+        # the last filter's FAISS selector and sparse positions (see `_selector`)
+        self._selectors: tuple[np.ndarray, Any] | None = None
+        self._positions_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._sparse_rows = np.zeros(0, np.int64)
         self._load_sparse()
         self._gpu_index: Any = None
@@ -313,35 +316,57 @@ class HybridStore:
         if not len(rows):
             return (np.full((len(queries), k), -np.inf, np.float32),
                     np.full((len(queries), k), -1, np.int64))
-        ids = np.ascontiguousarray(rows, dtype=np.int64)
         params = faiss.SearchParameters()
-        params.sel = faiss.IDSelectorBatch(ids)
-        return self._index.search(queries, min(k, len(ids)), params=params)
+        params.sel = self._selector(rows)
+        return self._index.search(queries, min(k, len(rows)), params=params)
+
+    def _selector(self, rows: np.ndarray) -> Any:
+        """A bitmap over row ids (cheap to build, one bit test a vector), reused while the
+        caller passes the same array (access control caches one per audience)."""
+        cached = self._selectors
+        if cached is not None and cached[0] is rows:
+            return cached[1]
+        mask = np.zeros(int(rows.max()) + 1, bool)
+        mask[rows] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        selector = faiss.IDSelectorBitmap(bitmap)
+        selector.kotae_bitmap = bitmap  # FAISS keeps a pointer: the bytes must outlive it
+        self._selectors = (rows, selector)
+        return selector
 
     def sparse_scores(self, query: dict[int, float], *,
                       rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Lexical score of every chunk for one query: (scores, row ids), aligned. With
-        `rows`, only the chunks of those row ids (the others' columns are never returned)."""
+        `rows`, only the chunks of those row ids (the others' scores are masked out here and
+        never returned)."""
         with self._lock:
             if self._sparse_matrix is None:
                 self._build_sparse()
             matrix, row_ids = self._sparse_matrix, self._sparse_rows
         assert matrix is not None
-        if rows is not None:
-            positions = np.searchsorted(row_ids, rows)
-            inside = positions < len(row_ids)
-            positions = positions[inside]
-            positions = positions[row_ids[positions] == rows[inside]]  # rows no longer stored
-            row_ids = row_ids[positions]
+        positions = None if rows is None else self._positions(rows, row_ids)
         tokens = [t for t in query if 0 <= t < matrix.shape[0]]
         if not tokens:
-            return np.zeros(len(row_ids), np.float32), row_ids
-        weights = np.asarray([query[t] for t in tokens], np.float32)
-        selected = matrix[tokens]
-        if rows is not None:
-            selected = selected[:, positions]
-        scores = selected.T @ weights
-        return np.asarray(scores, np.float32).ravel(), row_ids
+            scores = np.zeros(len(row_ids), np.float32)
+        else:
+            weights = np.asarray([query[t] for t in tokens], np.float32)
+            scores = np.asarray(matrix[tokens].T @ weights, np.float32).ravel()
+        if positions is None:
+            return scores, row_ids
+        return scores[positions], row_ids[positions]
+
+    def _positions(self, rows: np.ndarray, row_ids: np.ndarray) -> np.ndarray:
+        """Where `rows` sit among the sparse matrix's columns (rows no longer stored left
+        out), reused while the same arrays come back."""
+        cached = self._positions_cache
+        if cached is not None and cached[0] is rows and cached[1] is row_ids:
+            return cached[2]
+        positions = np.searchsorted(row_ids, rows)
+        inside = positions < len(row_ids)
+        positions = positions[inside]
+        positions = positions[row_ids[positions] == rows[inside]]
+        self._positions_cache = (rows, row_ids, positions)
+        return positions
 
     def rows_of(self, sources: Sequence[str]) -> np.ndarray:
         found: list[int] = []
