@@ -139,10 +139,15 @@ class AccessControl:
             if not sets:
                 unassigned[0] += 1
                 unassigned[1] += record.chunk_count
-        return {"enabled": True, "file": str(self.path), "default": config.default,
-                "sets": [{"name": name, "files": f, "chunks": c}
-                         for name, (f, c) in counts.items()],
-                "unassigned": {"files": unassigned[0], "chunks": unassigned[1]}}
+        summary: dict[str, Any] = {
+            "enabled": True, "file": str(self.path), "default": config.default,
+            "sets": [{"name": name, "files": f, "chunks": c} for name, (f, c) in counts.items()],
+            "unassigned": {"files": unassigned[0], "chunks": unassigned[1]}}
+        empty = [s for s in config.sets if files and counts[s.name][0] == 0]
+        if empty:  # what a question would fail on (see `_assign`), said before one is asked
+            summary["error"] = (f"{config.where(empty[0])}: its paths match none of the "
+                                f"{len(files)} indexed files")
+        return summary
 
     def _assign(self, store: ChunkReader, config: AccessConfig) -> _Assignment:
         current = self._assignment

@@ -131,6 +131,7 @@ def test_a_set_whose_paths_match_nothing_stops_every_restricted_answer(
         service.check_access()
     with pytest.raises(AccessInvalid):
         service.search(QUESTION, audience=Audience.in_channel(PUBLIC_CHANNEL))
+    assert "line 3 (set 'hr'): its paths match none" in service.status()["access"]["error"]
     # the operator still sees everything (the CLI is how it gets fixed)
     assert service.search(QUESTION, k=16, audience=Audience.operator())
 
