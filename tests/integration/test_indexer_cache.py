@@ -181,3 +181,31 @@ def test_entries_no_kept_version_uses_are_pruned(indexer: Indexer, settings: Set
     after = cache_size(settings.index_dir)
     assert after is not None and after.chunks == third.chunks_total
     assert second.chunks_total < first.chunks_total
+
+
+def test_status_shows_the_cache_size_and_the_summary_counts(
+        settings: Settings, embeddings: BGEM3Embeddings, sample_docs: Path) -> None:
+    from retrieval.service import KotaeService
+
+    service = KotaeService(settings, embeddings)
+    assert service.status()["embedding_cache"] == "none"
+    summary = service.reindex([sample_docs])
+    shown = service.status()["embedding_cache"]
+    assert shown.endswith(f", {summary.chunks_total} chunks") and "KiB" in shown
+    counts = summary.as_dict()
+    assert counts["chunks_encoded"] == summary.chunks_embedded and counts["chunks_reused"] == 0
+
+
+def test_a_full_disk_fails_the_build_with_a_clear_message(settings: Settings,
+                                                          tmp_path: Path) -> None:
+    from retrieval.indexing.cache import EmbeddingCache, EmbeddingCacheFull
+
+    cache = EmbeddingCache(tmp_path / "cache.sqlite3")
+    model = cache.model_id("model")
+    cache._db.execute("PRAGMA max_page_count = 1")  # SQLite's own 'database or disk is full'
+    dense = np.ones((200, 256), np.float32)
+    with pytest.raises(EmbeddingCacheFull, match="is full: the build stopped"):
+        cache.put_many(model, [bytes([i]) * 32 for i in range(200)], dense, [{1: 0.5}] * 200)
+    cache._db.execute("PRAGMA max_page_count = 1073741823")
+    assert cache.get_many(model, [bytes([0]) * 32]) == {}  # all or nothing
+    cache.close()
