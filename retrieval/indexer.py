@@ -14,6 +14,7 @@ not, so an edit re-embeds only the chunks it changed and a killed build resumes.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.embeddings import BGEM3Embeddings
-from retrieval.errors import IndexPathMissing, IndexSwapRefused
+from retrieval.errors import IndexPathMissing, IndexSwapRefused, KotaeError
 from retrieval.indexing.cache import EmbeddingCache, cache_path
 from retrieval.indexing.keys import source_key
 from retrieval.indexing.pipeline import WINDOW_CHUNKS, IndexPipeline, PipelineCounts
@@ -253,6 +254,8 @@ class Indexer:
         self.versions.prune()
         try:  # what the served and the previous version use (the ones prune keeps)
             cache.prune({version, *([current] if current else [])})
+        except (KotaeError, sqlite3.Error) as error:  # published already: pruning can wait
+            logger.warning("embedding cache not pruned: %s", error)
         finally:
             cache.close()
         summary.version, summary.switched = version, True

@@ -1,6 +1,8 @@
 """Streaming: load → chunk → window → embed (or reuse) → write, one window of files at a time.
 
-Files are read one at a time and their chunks gathered into a window of about
+Files are read and chunked on a thread of their own, at most `READ_AHEAD` files ahead of the
+embedding (a bounded queue: the model's forward pass releases the GIL, so reading overlaps
+it), and their chunks gathered into a window of about
 `window_chunks` chunks from many files; the window's chunks are looked up in the embedding
 cache, the rest cut into batches of equal token count (`batching.length_batches`) under a
 token budget, each batch committed to the cache as soon as it is encoded, and then the
@@ -10,10 +12,13 @@ window's files are written to the build. Memory holds one window, never the corp
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -28,6 +33,7 @@ from retrieval.stores import ChunkStore, FileRecord
 logger = logging.getLogger(__name__)
 
 WINDOW_CHUNKS = 2048
+READ_AHEAD = 16  # files loaded and chunked ahead of the embedding
 MAX_BATCH_FACTOR = 8  # a batch of short chunks holds at most 8 × the model's batch size
 
 
@@ -84,7 +90,8 @@ class IndexPipeline:
             elapsed = max(time.perf_counter() - started, 1e-9)
             report(counts, len(paths), counts.chunks_encoded / elapsed)
 
-        for window in self._windows(self._chunked(paths, previous, counts)):
+        files = read_ahead(self._chunked(paths, previous, counts), READ_AHEAD)
+        for window in self._windows(files):
             vectors = self._vectors(window, counts, progress)
             for source, chunks in window:
                 self._write(store, version, source, chunks, vectors)
@@ -168,3 +175,51 @@ class IndexPipeline:
             title=source.title, chunk_count=len(chunks), indexed_at=time.time()))
         self.cache.use(version, source.source, self.model, keys)
 
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+T = TypeVar("T")
+
+
+def read_ahead(items: Iterator[T], size: int) -> Iterator[T]:
+    """`items`, produced on a thread at most `size` ahead of the consumer; an error there is
+    raised here, and a consumer that stops early (an error, Ctrl-C) stops the thread."""
+    ready: queue.Queue[object] = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as error:  # handed to the consumer, raised there
+            put(_Failed(error))
+
+    thread = threading.Thread(target=produce, daemon=True, name="kotae-index-reader")
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield cast(T, item)
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -16,3 +16,33 @@ def test_batches_hold_one_length_longest_first_within_the_budget() -> None:
 def test_a_text_longer_than_the_budget_still_gets_a_batch() -> None:
     assert length_batches([900, 900], token_budget=100, max_batch=8) == [[0], [1]]
     assert length_batches([], token_budget=100, max_batch=8) == []
+
+
+def test_read_ahead_keeps_order_stays_bounded_and_raises_the_producers_error() -> None:
+    import threading
+
+    import pytest
+
+    from retrieval.indexing.pipeline import read_ahead
+
+    produced: list[int] = []
+    gate = threading.Event()
+
+    def items():  # type: ignore[no-untyped-def]
+        for number in range(10):
+            produced.append(number)
+            yield number
+        raise OSError("disk gone")
+
+    stream = read_ahead(items(), 2)
+    assert next(stream) == 0
+    gate.wait(0.3)  # give the reader time to run ahead as far as it may
+    assert len(produced) <= 4  # one consumed, two queued, one waiting to be put
+    assert list(_take(stream, 9)) == list(range(1, 10))
+    with pytest.raises(OSError, match="disk gone"):
+        next(stream)
+
+
+def _take(stream, count):  # type: ignore[no-untyped-def]
+    for _ in range(count):
+        yield next(stream)
