@@ -408,12 +408,33 @@ def _checked_folder(path: Path, setting: str) -> Path:
     return path
 
 
+_CHECKPOINT_PATTERNS = ["*.json", "*.safetensors", "*.pt", "*.model", "*.txt"]
+
+
+def _snapshot(repo_id: str, *, local_files_only: bool) -> Path:
+    """The checkpoint files of `repo_id`, the same patterns for the cache lookup and the
+    download: without them the lookup counts files kotae never fetches (README.md, onnx/) as
+    missing, and a downloaded model would not load offline."""
+    from huggingface_hub import snapshot_download
+
+    folder = Path(snapshot_download(repo_id, etag_timeout=10, local_files_only=local_files_only,
+                                    allow_patterns=_CHECKPOINT_PATTERNS))
+    if not any(folder.glob("*.safetensors")):
+        # BAAI/bge-m3 has shipped only pytorch_model.bin at times; asked for only now, so a
+        # repository with both never downloads the weights twice. transformers reads a .bin
+        # with torch's weights-only loader, not a general unpickler.
+        folder = Path(snapshot_download(repo_id, etag_timeout=10,
+                                        local_files_only=local_files_only,
+                                        allow_patterns=["pytorch_model.bin"]))
+    return folder
+
+
 def _download(repo_id: str) -> Path:
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     try:  # cached already: no network at all
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        return _snapshot(repo_id, local_files_only=True)
     except HFValidationError:
         raise ModelUnavailable(
             f"KOTAE_EMBEDDING_MODEL={repo_id}: no such folder, and not a valid Hugging Face "
@@ -425,16 +446,7 @@ def _download(repo_id: str) -> Path:
         reason = "HF_HUB_OFFLINE is set and it is not in the local cache"
     else:
         try:
-            folder = Path(snapshot_download(
-                repo_id, etag_timeout=10,
-                allow_patterns=["*.json", "*.safetensors", "*.pt", "*.model", "*.txt"]))
-            if not any(folder.glob("*.safetensors")):
-                # BAAI/bge-m3 has shipped only pytorch_model.bin at times; asked for only now,
-                # so a repository with both never downloads the weights twice. transformers
-                # reads a .bin with torch's weights-only loader, not a general unpickler.
-                folder = Path(snapshot_download(repo_id, etag_timeout=10,
-                                                allow_patterns=["pytorch_model.bin"]))
-            return folder
+            return _snapshot(repo_id, local_files_only=False)
         except (HfHubHTTPError, OSError, ValueError) as error:
             reason = f"download failed ({type(error).__name__})"
         except Exception as error:  # network stacks raise many types; all mean "not available"

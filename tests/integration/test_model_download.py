@@ -169,11 +169,6 @@ def test_repo_the_hub_does_not_have_is_a_clear_model_unavailable(
     assert hub.requested_files(REPO_ID) == set()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "retrieval.embeddings._download looks in the cache with snapshot_download(local_files_only="
-    "True) and no allow_patterns, so huggingface_hub's cached file listing counts README.md and "
-    "the other files that were never downloaded as missing (IncompleteSnapshotError); with "
-    "HF_HUB_OFFLINE=1 a downloaded model is then reported as not in the cache"))
 def test_downloaded_model_loads_again_with_the_hub_offline(
         hub: FakeHuggingFaceHub, hub_env: dict[str, str], tiny_model_dir: Path,
         reference_dense: list[float]) -> None:
@@ -185,9 +180,6 @@ def test_downloaded_model_loads_again_with_the_hub_offline(
     assert _embed(offline) == pytest.approx(reference_dense, abs=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the same cause: the cache lookup without allow_patterns finds the snapshot incomplete, so "
-    "every start asks the hub again (model info, both snapshot_download calls)"))
 def test_second_start_does_not_ask_the_hub(
         hub: FakeHuggingFaceHub, hub_env: dict[str, str], bin_checkpoint: Path,
         reference_dense: list[float]) -> None:
