@@ -102,7 +102,8 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
         reindex=ReindexCoordinator(client, service.reindex, settings.admin_user_ids,
                                    settings.workspace_admins_are_admins,
                                    update_interval_s=settings.reindex_progress_interval_s,
-                                   progress_client=progress_client),
+                                   progress_client=progress_client, access=service.access,
+                                   check_access=service.check_access),
         feedback=feedback,
     )
     events.register(app, ctx)

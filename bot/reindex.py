@@ -19,6 +19,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.render import escape_mrkdwn
+from retrieval.access import AccessControl, AccessInvalid, Audience
 from retrieval.errors import IndexLocked, KotaeError
 from retrieval.indexer import IndexProgress, IndexSummary
 
@@ -51,7 +52,10 @@ def _name(source: str) -> str:
     return escape_mrkdwn(source.rsplit("/", 1)[-1].replace("`", "'"))
 
 
-def summary_text(summary: IndexSummary, title: str = "Reindex") -> str:
+def summary_text(summary: IndexSummary, title: str = "Reindex",
+                 may_name: Callable[[str], bool] = lambda _source: True) -> str:
+    """The summary as posted. Files the channel may not see (access control) are counted,
+    never named: a file name can say what a restricted document is about."""
     lines = [
         f":white_check_mark: {title} finished in {summary.seconds:.1f}s — files: "
         f"added {len(summary.added)}, updated {len(summary.updated)}, removed "
@@ -63,22 +67,54 @@ def summary_text(summary: IndexSummary, title: str = "Reindex") -> str:
     if summary.chunks_embedded:
         lines.append(f"Chunks: embedded {summary.chunks_encoded}, reused {summary.chunks_reused} "
                      "from the embedding cache.")
-    for source, reason in summary.failed[:10]:
+    failed = [(s, r) for s, r in summary.failed if may_name(s)]
+    warned = [(s, w) for s, w in summary.warnings if may_name(s)]
+    for source, reason in failed[:10]:
         lines.append(f"• skipped `{_name(source)}`: {escape_mrkdwn(reason)}")
-    if len(summary.failed) > 10:
-        lines.append(f"• … and {len(summary.failed) - 10} more")
-    for source, warning in summary.warnings[:5]:
+    if len(failed) > 10:
+        lines.append(f"• … and {len(failed) - 10} more")
+    for source, warning in warned[:5]:
         lines.append(f"• indexed `{_name(source)}` with a warning: {escape_mrkdwn(warning)}")
-    if len(summary.warnings) > 5:
-        lines.append(f"• … and {len(summary.warnings) - 5} more warnings")
+    if len(warned) > 5:
+        lines.append(f"• … and {len(warned) - 5} more warnings")
+    unnamed = len(summary.failed) - len(failed) + len(summary.warnings) - len(warned)
+    if unnamed:
+        lines.append(f"• {unnamed} more skipped or warned files are not named here: this "
+                     "channel may not see them (`kotae index` shows them to the operator)")
     return "\n".join(lines)
+
+
+def names_for(access: AccessControl | None, channel: str | None) -> Callable[[str], bool]:
+    """Which file names a summary posted in `channel` may show (all, without access control)."""
+    if access is None or not access.enabled:
+        return lambda _source: True
+    if channel is None:
+        return lambda _source: False
+    audience = Audience.in_channel(channel)
+    return lambda source: access.may_name(source, audience)
+
+
+def access_note(check_access: Callable[[], None] | None) -> str | None:
+    """After a reindex: an access file whose sets no longer match the index stops restricted
+    answers, so the admin hears it now rather than from the next asker. No details here (they
+    can name restricted paths): `/kotae status` shows them to admins."""
+    if check_access is None:
+        return None
+    try:
+        check_access()
+    except AccessInvalid:
+        return (":warning: The access file does not fit the new index, so restricted answers "
+                "are stopped until it is fixed; `/kotae status` says why.")
+    return None
 
 
 class ReindexCoordinator:
     def __init__(self, client: WebClient, reindex: Reindex, admin_user_ids: list[str],
                  workspace_admins_are_admins: bool, update_interval_s: float = 1.0,
-                 progress_client: WebClient | None = None) -> None:
+                 progress_client: WebClient | None = None, access: AccessControl | None = None,
+                 check_access: Callable[[], None] | None = None) -> None:
         self.client = client
+        self._access, self._check_access = access, check_access
         self.progress_client = progress_client or client  # progress edits: never wait out a 429
         self._reindex = reindex
         self._admins = set(admin_user_ids)
@@ -167,7 +203,9 @@ class ReindexCoordinator:
             board.finish(":warning: Reindex failed on my side; the previous index is still "
                          "being served. Details are in the bot's log.")
             return
-        board.finish(summary_text(summary))
+        text = summary_text(summary, may_name=names_for(self._access, channel))
+        note = access_note(self._check_access)
+        board.finish(text + (f"\n{note}" if note else ""))
 
 
 class ProgressBoard:
@@ -247,8 +285,10 @@ class ScheduledRefresh:
     HOLDER = "scheduled refresh"
 
     def __init__(self, reindex: Reindex, interval_s: float, client: WebClient | None = None,
-                 channel: str | None = None) -> None:
+                 channel: str | None = None, access: AccessControl | None = None,
+                 check_access: Callable[[], None] | None = None) -> None:
         self._reindex = reindex
+        self._access, self._check_access = access, check_access
         self.interval_s = interval_s
         self._client, self._channel = client, channel
         self._stop = threading.Event()
@@ -285,8 +325,13 @@ class ScheduledRefresh:
             self._post(f":warning: Scheduled refresh failed: {escape_mrkdwn(str(error))}")
             return None
         logger.info("scheduled refresh: %s", log_line(summary))
+        note = access_note(self._check_access) if summary.switched else None
+        if note:
+            logger.warning("after the scheduled refresh the access file does not fit the index")
         if summary.switched:  # a file that fails again every round is not news every round
-            self._post(summary_text(summary, title="Scheduled refresh"))
+            text = summary_text(summary, title="Scheduled refresh",
+                                may_name=names_for(self._access, self._channel))
+            self._post(text + (f"\n{note}" if note else ""))
         return summary
 
     def _post(self, text: str) -> None:

@@ -124,7 +124,8 @@ def run_bot(settings: BotSettings, service: KotaeService, *,
         from bot.reindex import ScheduledRefresh
 
         ScheduledRefresh(service.reindex, settings.reindex_interval, app.client,
-                         settings.admin_channel).start()
+                         settings.admin_channel, access=service.access,
+                         check_access=service.check_access).start()
     if settings.slack_app_token is not None:
         _serve_socket_mode(app, settings.slack_app_token.get_secret_value(),
                            settings.slack_api_url, announce)

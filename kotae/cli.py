@@ -100,7 +100,7 @@ def _service(settings: Settings | None = None) -> KotaeService:
 @app.command()
 def index(
     paths: Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="files/folders (default: KOTAE_DOCS_DIR, else the folders the index was built from)")] = None,  # noqa: E501, UP045
-    full: Annotated[bool, typer.Option("--full", metavar="", help="rebuild from scratch (re-embeds everything; retries files that failed)")] = False,  # noqa: E501
+    full: Annotated[bool, typer.Option("--full", metavar="", help="rebuild from scratch: re-read every file, retry files that failed (vectors still valid come from the embedding cache)")] = False,  # noqa: E501
     replace: Annotated[bool, typer.Option("--replace", metavar="", help="let PATHs replace the index's documents even when that removes most of them")] = False,  # noqa: E501
     as_json: JsonOption = False,
 ) -> None:

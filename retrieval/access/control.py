@@ -109,6 +109,17 @@ class AccessControl:
                 assignment.rows.move_to_end(seen)
             return rows
 
+    def may_name(self, source: str, audience: Audience) -> bool:
+        """Whether `audience` may see that `source` exists (its name in a reindex summary, say).
+        A file that no longer parses names nothing: fail closed."""
+        if not self.enabled:
+            return True
+        try:
+            config = self.config()
+        except AccessInvalid:
+            return False
+        return may_read(visibility(config, audience), config.sets_of(source))
+
     def check(self, store: ChunkReader | None) -> AccessConfig | None:
         """Read the file now (start-up, reindex) and, with an index, check every set holds
         an indexed file; raises AccessInvalid. None when access control is off."""

@@ -300,3 +300,41 @@ def test_an_unreachable_membership_api_at_start_up_fails_closed(
     fake_slack.fail("conversations.list", "missing_scope")
     with pytest.raises(AccessInvalid, match="cannot resolve #hr-team"):
         start_bot(index_dir, access_file=root / "access.toml")
+
+
+# --- reindex summaries name only the files the channel may see ---
+
+
+def test_a_reindex_summary_names_a_restricted_file_only_where_the_set_is_visible(
+        start_bot: StartBot, slack: FakeSlackAPI, tmp_path: Path, tiny_model_dir: Path,
+        embeddings: BGEM3Embeddings) -> None:
+    from tests.helpers import wait_until
+
+    docs = write_corpus(tmp_path, hr_files=2)
+    index_dir = tmp_path / "index"
+    settings = Settings(_env_file=None, embedding_model=str(tiny_model_dir),  # type: ignore
+                        embedding_device="cpu", index_dir=index_dir, docs_dir=docs,
+                        chunk_size=200, chunk_overlap=20, faiss_device="cpu")
+    Indexer(settings, embeddings).run()
+    (tmp_path / "access.toml").write_text(access_toml(), encoding="utf-8")
+    (docs / "hr" / f"{MARKER.lower()}-broken.md").write_text("", encoding="utf-8")
+    bot = start_bot(index_dir, access_file=tmp_path / "access.toml", docs_dir=docs,
+                    **BOT_SETTINGS)
+
+    def summary_in(channel: str) -> str:
+        since = len(slack.all_calls)
+        status, _response = bot.send_command("reindex", user=ADMIN, channel=channel)
+        assert status == 200
+
+        def finished() -> str:
+            return next((json.dumps(c.params, ensure_ascii=False) for c in slack.all_calls[since:]
+                         if "finished" in str(c.params.get("text", ""))), "")
+
+        wait_until(finished, timeout=60)
+        return finished()
+
+    public = summary_in(PUBLIC_CHANNEL)
+    assert MARKER.lower() not in public.lower()
+    assert "1 more skipped or warned files are not named here" in public
+    in_set = summary_in(HR_CHANNEL)
+    assert f"{MARKER.lower()}-broken.md" in in_set.lower()  # the twin: named where allowed
