@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,36 +41,11 @@ from bench.common import (
     table,
     time_interleaved,
 )
-from bench.retrieval import DIM, FixedQueryViews, ZipfTokens, synthetic_corpus
+from bench.retrieval import DIM, FixedQueryViews, ZipfTokens, build_ours, synthetic_corpus
 
 FOLDERS = 100
 CHANNEL = "C0VISIBLE"
 WEIGHTS = [0.4, 0.2, 0.4]
-
-
-def build_index(root: Path, corpus: Any, add_batch: int = 256) -> None:
-    """One published version of the local backend, each document recorded as a file."""
-    from retrieval.stores.base import FileRecord
-    from retrieval.stores.local import IndexLayout
-    from retrieval.stores.local.store import HybridStore
-
-    layout = IndexLayout(root)
-    version, build_dir = layout.new_build()
-    store = HybridStore(build_dir, DIM, device="cpu")
-    for start in range(0, len(corpus.texts), add_batch):
-        end = start + add_batch
-        store.add(corpus.chunk_ids[start:end], corpus.texts[start:end],
-                  corpus.metadatas[start:end], corpus.dense[start:end], corpus.sparse[start:end])
-    chunks_per_source: dict[str, int] = {}
-    for meta in corpus.metadatas:
-        chunks_per_source[meta["source"]] = chunks_per_source.get(meta["source"], 0) + 1
-    for source, count in chunks_per_source.items():
-        store.record_file(FileRecord(source, "0" * 64, 0.0, source, count, time.time()))
-    store.save()
-    count = store.count
-    store.close()
-    layout.publish(version, build_dir, {"version": version, "model": "synthetic", "dim": DIM,
-                                        "chunks": count, "created_at": time.time()})
 
 
 def in_folders(corpus: Any) -> None:
@@ -130,7 +104,7 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator,
     with tempfile.TemporaryDirectory(prefix="kotae-bench-access-") as tmp:
         root = Path(tmp) / "index"
         print(f"  {n} chunks: building the index", flush=True)
-        build_index(root, corpus)
+        build_ours(root, corpus, add_batch=256)
         index = ServedIndex(LocalVersions(root, device="cpu"))
         store = index.store()
         all_rows = np.sort(np.asarray(store.rows_of(list(store.files())), np.int64))

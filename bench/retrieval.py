@@ -327,7 +327,7 @@ def _stock_embeddings(vectors: dict[str, list[float]]) -> Any:
 
 def build_ours(root: Path, corpus: SyntheticCorpus, add_batch: int) -> float:
     """Write and publish one index version the way the Indexer does; returns seconds."""
-    from retrieval.store import HybridStore
+    from retrieval.store import FileRecord, HybridStore
     from retrieval.versions import IndexLayout
 
     started = time.perf_counter()
@@ -339,6 +339,11 @@ def build_ours(root: Path, corpus: SyntheticCorpus, add_batch: int) -> float:
         store.add(corpus.chunk_ids[start:end], corpus.texts[start:end],
                   corpus.metadatas[start:end], corpus.dense[start:end],
                   corpus.sparse[start:end])
+    chunks_per_source: dict[str, int] = {}
+    for meta in corpus.metadatas:  # each document recorded as a file, as the Indexer does
+        chunks_per_source[meta["source"]] = chunks_per_source.get(meta["source"], 0) + 1
+    for source, count in chunks_per_source.items():
+        store.record_file(FileRecord(source, "0" * 64, 0.0, source, count, time.time()))
     store.set_meta(model="synthetic", dim=DIM)
     store.save()
     count = store.count
