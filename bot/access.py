@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from slack_sdk import WebClient
@@ -119,22 +119,25 @@ class Audiences:
         """`user` reading alone, with the user groups and channels (of those the access file
         names) Slack says they belong to."""
         config = self.access.config()
-        narrowed = False
-        groups, channels = set(), set()
-        for access_set in config.sets:
-            for group in access_set.usergroups - groups:
-                try:
-                    if user in self.directory.usergroup_users(group):
-                        groups.add(group)
-                except MembershipUnknown as error:
-                    logger.warning("membership not checked (%s): narrower answer", error)
-                    narrowed = True
-            for channel in access_set.channels - channels:
-                try:
-                    if user in self.directory.channel_members(channel):
-                        channels.add(channel)
-                except MembershipUnknown as error:
-                    logger.warning("membership not checked (%s): narrower answer", error)
-                    narrowed = True
-        return Audience.private(user, usergroups=frozenset(groups),
-                                channels=frozenset(channels), narrowed=narrowed)
+        groups, groups_unknown = _memberships(
+            user, {g for s in config.sets for g in s.usergroups}, self.directory.usergroup_users)
+        channels, channels_unknown = _memberships(
+            user, {c for s in config.sets for c in s.channels}, self.directory.channel_members)
+        return Audience.private(user, usergroups=groups, channels=channels,
+                                narrowed=groups_unknown or channels_unknown)
+
+
+def _memberships(user: str, wanted: set[str],
+                 members: Callable[[str], Collection[str]]) -> tuple[frozenset[str], bool]:
+    """Which of `wanted` (user groups or channels) `user` is in, and whether some could not be
+    checked (those count as not held: a narrower answer)."""
+    held: set[str] = set()
+    unknown = False
+    for name in sorted(wanted):
+        try:
+            if user in members(name):
+                held.add(name)
+        except MembershipUnknown as error:
+            logger.warning("membership not checked (%s): narrower answer", error)
+            unknown = True
+    return frozenset(held), unknown
