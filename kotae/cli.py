@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -21,11 +21,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.text import Text
 
 from retrieval.errors import KotaeError, SettingsInvalid
-from retrieval.settings import Settings, load_settings
+from retrieval.settings import AnySettings, Settings, load_settings
 
 if TYPE_CHECKING:
-    from pydantic_settings import BaseSettings
-
     from bot.settings import BotSettings
     from retrieval.indexer import IndexSummary
     from retrieval.service import KotaeService
@@ -44,7 +42,6 @@ ModeOption = Annotated[
                  help="dense | sparse | hybrid | all (default: all on a GPU, else hybrid)"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="print JSON instead")]
-AnySettings = TypeVar("AnySettings", bound="BaseSettings")
 
 
 def _settings(cls: type[AnySettings] = Settings) -> AnySettings:  # type: ignore[assignment]
