@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 from scipy import sparse as sp
 
+from retrieval.devices import faiss_gpu_available as faiss_has_gpu  # one answer, cached
 from retrieval.stores.base import FileRecord, StoredChunk
 from retrieval.stores.local.docstore import (
     CHUNK_COLUMNS,
@@ -57,10 +58,6 @@ def _fsync(path: Path) -> None:
 def _sparse_arrays(ids: bytes, weights: bytes) -> tuple[np.ndarray, np.ndarray]:
     """A chunk's stored sparse blobs as (token ids, weights)."""
     return np.frombuffer(ids, np.int32), np.frombuffer(weights, np.float32)
-
-
-def faiss_has_gpu() -> bool:
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 class HybridStore:
