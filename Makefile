@@ -9,7 +9,7 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 FAISS_EXTRA := $(if $(HAS_GPU),gpu,cpu)
 QUESTION ?= 経費精算の締め切りはいつですか？
 
-.PHONY: install test lint demo demo-offline serve bench clean
+.PHONY: install redis-server test lint demo demo-offline serve bench clean
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(FAISS_EXTRA),test]"
 	touch $@
 
-test: install
+# The Redis tests start a real redis-server (Debian's package) on a free port.
+redis-server:
+	command -v redis-server >/dev/null || { \
+		SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	redis-server --version
+
+test: install redis-server
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(VENV)/bin/ruff check .
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(PY) -m pytest -q
 
