@@ -90,6 +90,16 @@ class Settings(BaseSettings):
         None, description="TOML file of document sets and who may read them; unset: every "
                           "indexed document is visible everywhere")
 
+    # --- shared state of several replicas (Redis; unset: in-process, one machine) ---
+    redis_url: SecretStr | None = Field(
+        None, description="redis://[:password@]host:6379/0 — event dedupe, the reindex lock "
+                          "and feedback shared by every replica; unset: kept in-process")
+    redis_prefix: str = Field(
+        "kotae:", description="prefix of every Redis key (deployments can share one Redis)")
+    redis_lock_ttl_s: float = Field(
+        30.0, gt=0, description="the reindex lock in Redis expires this long after its holder "
+                                "stops renewing it (a crashed indexer)")
+
     @field_validator("reindex_interval", mode="before")
     @classmethod
     def _parse_interval(cls, value: object) -> object:
