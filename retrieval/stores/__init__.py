@@ -38,13 +38,16 @@ DEFAULT_BACKEND = "local"
 
 
 def open_store_backend(settings: Settings, backend: str = DEFAULT_BACKEND) -> IndexVersions:
-    """The index versions of `backend` as `settings` configure them."""
+    """The index versions of `backend` as `settings` configure them; with KOTAE_REDIS_URL,
+    their lock is in Redis, shared by every replica (`retrieval.redis_state`)."""
+    from retrieval.redis_state import with_shared_lock
+
     try:
         opener = BACKENDS[backend]
     except KeyError:
         raise ValueError(f"unknown index backend {backend!r}; known: "
                          f"{', '.join(sorted(BACKENDS))}") from None
-    return opener(settings)
+    return with_shared_lock(opener(settings), settings)
 
 
 __all__ = [
