@@ -126,3 +126,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if reason:
         for item in gpu_items:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# --- a real redis-server (shared state of replicas, KOTAE_REDIS_URL) ---
+from tests.redis_server import RedisServer, redis_server_binary  # noqa: E402
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running redis-server on a free port (`.url`, `.client()`, `.stop()`, `.restart()`);
+    skipped, saying so, where redis-server is not installed."""
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("needs redis-server (Debian package redis-server; `make test` installs it)")
+    server = RedisServer(binary, tmp_path / "redis").start()
+    yield server
+    server.stop()
