@@ -67,9 +67,7 @@ def exhaustive(store: Any, rows: np.ndarray, q_dense: np.ndarray, q_sparse: dict
                k: int) -> tuple[list[int], list[int]]:
     """(exact dense top-k, exact hybrid top-k) row ids among `rows`, by scoring every one."""
     dense = store.vectors(rows.tolist()) @ q_dense
-    sparse_scores, sparse_rows = store.sparse_scores(q_sparse, rows=rows)
-    sparse = np.zeros(len(rows))
-    sparse[np.searchsorted(rows, sparse_rows)] = sparse_scores
+    sparse = store.sparse_scores_of(q_sparse, rows)
     hybrid = (WEIGHTS[0] * dense + WEIGHTS[1] * sparse) / (WEIGHTS[0] + WEIGHTS[1])
     return (rows[np.argsort(-dense, kind="stable")[:k]].tolist(),
             rows[np.argsort(-hybrid, kind="stable")[:k]].tolist())

@@ -379,7 +379,7 @@ def rss_probe(kind: str, folder: str) -> dict[str, float]:
         store = LiveIndex(Path(folder), device="cpu").store()
         open_s, opened = time.perf_counter() - started, rss_bytes()
         store.search_dense(query[None, :], 50)
-        store.sparse_scores({10: 0.3, 200: 0.2, 3000: 0.1})
+        store.search_sparse({10: 0.3, 200: 0.2, 3000: 0.1}, 50)
         queried = rss_bytes()
         # What the store must hold in RAM: FAISS vectors + ids, and the CSR arrays of sparse.npz.
         arrays = int(store.count * (DIM * 4 + 8))
@@ -438,7 +438,7 @@ def time_search(root: Path, stock_store: Any, views: dict[str, Any], names: list
         store.search_dense(views[name].dense, max(args.k, args.candidates))
         parts["dense"].append(time.perf_counter() - started)
         started = time.perf_counter()
-        store.sparse_scores(views[name].sparse[0])
+        store.search_sparse(views[name].sparse[0], max(args.k, args.candidates))
         parts["sparse"].append(time.perf_counter() - started)
     search_s, total = p50(parts["search_s"]), p50(parts["total"])
     merge = search_s - p50(parts["dense"]) - p50(parts["sparse"])
@@ -527,7 +527,7 @@ def bench_search_and_memory(args: argparse.Namespace, parts: set[str]) -> str:
             "Where our time goes (p50 over 100 queries; `search_s` is the retriever's own "
             "timing of dense + sparse + merge):",
             table(["chunks", "search() total", "search_s", "store.search_dense",
-                   "store.sparse_scores", "merge (rest of search_s)",
+                   "store.search_sparse", "merge (rest of search_s)",
                    "rows + hits (total − search_s)"], breakdown_rows),
         ]
     sections += [

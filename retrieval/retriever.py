@@ -1,11 +1,11 @@
 """HybridRetriever: dense + sparse (+ ColBERT) retrieval over the served index, as a LangChain
 BaseRetriever.
 
-Candidates are the dense top-N from the store (FAISS, in the local backend) and the sparse
-top-N from the lexical index. Each candidate then gets all the scores of the mode — its dense
-score from its stored vector, its sparse score from its stored weights, and in mode `all` a
-ColBERT score from one forward pass over the candidates — and is ranked by the weighted mean
-FlagEmbedding's `compute_score` uses:
+Candidates are the dense top-N from the store (FAISS, in the local backend) and the lexical
+top-N (`search_sparse`). Each candidate then gets all the scores of the mode, exact whichever
+search found it — its dense score from its stored vector, its sparse score from its stored
+weights (`sparse_scores_of`), and in mode `all` a ColBERT score from one forward pass over
+the candidates — and is ranked by the weighted mean FlagEmbedding's `compute_score` uses:
 
     dense: d    sparse: s    hybrid: (w0 d + w1 s) / (w0 + w1)    all: (w0 d + w1 s + w2 c) / Σw
 
@@ -76,27 +76,37 @@ class Candidates:
 
 
 def merge_candidates(dense_scores: np.ndarray | None, dense_rows: np.ndarray | None,
-                     sparse_scores: np.ndarray | None, sparse_rows: np.ndarray | None, n: int,
+                     lexical_scores: np.ndarray | None, lexical_rows: np.ndarray | None,
                      vectors: Callable[[np.ndarray], np.ndarray],
+                     sparse_scores_of: Callable[[np.ndarray], np.ndarray],
                      q_dense: np.ndarray) -> Candidates:
-    """The union of the dense top-n (FAISS results) and the lexical top-n, with each
-    candidate's dense and sparse score. A lexical candidate's dense score comes from its stored
-    vector (`vectors(rows)`), a dense candidate's sparse score from the full lexical scores."""
+    """The union of the dense top-n (`search_dense`) and the lexical top-n (`search_sparse`),
+    with each candidate's exact dense and sparse score: a lexical candidate's dense score comes
+    from its stored vector (`vectors(rows)`), a dense candidate's sparse score from
+    `sparse_scores_of(rows)`. Without lexical results (mode dense) sparse scores are 0.0 and
+    never computed."""
     dense_rows = np.zeros(0, np.int64) if dense_rows is None else dense_rows
     dense_scores = np.zeros(0, np.float32) if dense_scores is None else dense_scores
     found = dense_rows >= 0
     dense_rows, dense_scores = dense_rows[found], dense_scores[found]
-    lexical_top = (np.zeros(0, np.int64) if sparse_scores is None or sparse_rows is None
-                   else sparse_rows[_top_positive(sparse_scores, n)])
-    rows = np.union1d(dense_rows, lexical_top).astype(np.int64)
+    lexical = lexical_scores is not None and lexical_rows is not None
+    lexical_rows = (np.asarray(lexical_rows, np.int64) if lexical
+                    else np.zeros(0, np.int64))
+    rows = np.union1d(dense_rows, lexical_rows).astype(np.int64)
     dense = np.zeros(len(rows))
     have_dense = np.zeros(len(rows), bool)
     positions = np.searchsorted(rows, dense_rows)
     dense[positions], have_dense[positions] = dense_scores, True
     if not have_dense.all():
         dense[~have_dense] = vectors(rows[~have_dense]) @ q_dense
-    sparse = (np.zeros(len(rows)) if sparse_scores is None or sparse_rows is None
-              else _lookup(rows, sparse_rows, sparse_scores))
+    sparse = np.zeros(len(rows))
+    if lexical:
+        assert lexical_scores is not None
+        have_sparse = np.zeros(len(rows), bool)
+        positions = np.searchsorted(rows, lexical_rows)
+        sparse[positions], have_sparse[positions] = lexical_scores, True
+        if not have_sparse.all():
+            sparse[~have_sparse] = sparse_scores_of(rows[~have_sparse])
     return Candidates(rows, dense, sparse)
 
 
@@ -157,16 +167,15 @@ class HybridRetriever(BaseRetriever):
         started = time.perf_counter()
         q_dense, q_sparse = query_views.dense[0], query_views.sparse[0]
         n = max(k, self.candidates)
-        dense_scores = dense_rows = sparse_scores = sparse_rows = None
+        dense_scores = dense_rows = lexical_scores = lexical_rows = None
         if mode != "sparse":
-            scores, rows = (store.search_dense(q_dense[None, :], n) if visible is None
-                            else store.search_dense(q_dense[None, :], n, rows=visible))
+            scores, rows = store.search_dense(q_dense[None, :], n, rows=visible)
             dense_scores, dense_rows = scores[0], rows[0]
         if mode != "dense":  # in mode dense, lexical scores would not change the ranking
-            sparse_scores, sparse_rows = (store.sparse_scores(q_sparse) if visible is None
-                                          else store.sparse_scores(q_sparse, rows=visible))
-        candidates = merge_candidates(dense_scores, dense_rows, sparse_scores, sparse_rows, n,
-                                      store.vectors, q_dense)
+            lexical_scores, lexical_rows = store.search_sparse(q_sparse, n, rows=visible)
+        candidates = merge_candidates(
+            dense_scores, dense_rows, lexical_scores, lexical_rows, store.vectors,
+            lambda wanted: store.sparse_scores_of(q_sparse, wanted), q_dense)
         timings["search_s"] = time.perf_counter() - started
 
         colbert: np.ndarray | None = None
@@ -212,23 +221,6 @@ class HybridRetriever(BaseRetriever):
     def _get_relevant_documents(self, query: str, *,
                                 run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return [hit_to_document(hit) for hit in self.search(query)]
-
-
-def _top_positive(scores: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the n highest positive scores, best first (argpartition: no full sort)."""
-    if not len(scores):
-        return np.zeros(0, np.int64)
-    top = np.argpartition(-scores, n - 1)[:n] if len(scores) > n else np.arange(len(scores))
-    top = top[scores[top] > 0]
-    return top[np.argsort(-scores[top], kind="stable")]
-
-
-def _lookup(rows: np.ndarray, sorted_rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """values[i] for each row found in the ascending `sorted_rows` (0.0 when absent)."""
-    if not len(rows) or not len(sorted_rows):
-        return np.zeros(len(rows))
-    positions = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
-    return np.where(sorted_rows[positions] == rows, values[positions], 0.0)
 
 
 def hit_to_document(hit: SearchHit) -> Document:

@@ -69,9 +69,15 @@ def product_merge(scores: np.ndarray, rows: np.ndarray, all_sparse: np.ndarray,
     of the candidates. Returns the candidate rows, best first."""
     from retrieval.retriever import merge_candidates
 
+    # the store's search_sparse: the top-n positive scores; its sparse_scores_of: a lookup
+    top = np.argpartition(-all_sparse, n - 1)[:n] if len(all_sparse) > n else np.arange(
+        len(all_sparse))
+    top = top[all_sparse[top] > 0]
+    top = top[np.argsort(-all_sparse[top], kind="stable")]
     # the store reconstructs missing vectors from the CPU index; here, the same vectors
-    candidates = merge_candidates(scores, rows, all_sparse, sparse_rows, n,
-                                  lambda wanted: vectors[wanted], q_dense)
+    candidates = merge_candidates(
+        scores, rows, all_sparse[top], sparse_rows[top], lambda wanted: vectors[wanted],
+        lambda wanted: all_sparse[np.searchsorted(sparse_rows, wanted)], q_dense)
     order, _scores = candidates.ranked(mode, weights)
     return candidates.rows[order].tolist()
 

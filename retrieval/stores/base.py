@@ -58,10 +58,18 @@ class ChunkReader(Protocol):
         filtered top-k of all (access control, before ranking)."""
         ...
 
-    def sparse_scores(self, query: dict[int, float], *,
+    def search_sparse(self, query: dict[int, float], k: int, *,
                       rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Lexical score of every chunk (only of `rows`, when given) for one query: (scores,
-        row ids), aligned, row ids ascending."""
+        """The top-k positive lexical scores for one query (token id -> weight): (scores,
+        float, best first; row ids, int64), at most k, fewer when fewer chunks share a token.
+        With `rows` (ascending row ids), only among those rows. A backend need not score every
+        chunk to answer (an inverted index reads only the query's tokens)."""
+        ...
+
+    def sparse_scores_of(self, query: dict[int, float], row_ids: np.ndarray) -> np.ndarray:
+        """The exact lexical score of each of `row_ids`, in that order: bge-m3's, the sum over
+        shared token ids of query weight x stored weight; 0.0 where nothing is shared or the
+        row is unknown. The retriever scores its dense candidates with it."""
         ...
 
     def rows_of(self, sources: Sequence[str]) -> np.ndarray:

@@ -86,7 +86,7 @@ def test_delete_source_removes_vectors_rows_and_sparse(tmp_path: Path) -> None:
     add_chunks(store, ["b1"], unit_vectors(1, seed=3), source="b.md")
     assert store.delete_source("a.md") == 2
     assert store.count == 1
-    scores, rows = store.sparse_scores({100: 1.0})
+    scores, rows = store.search_sparse({100: 1.0}, 10)
     assert len(rows) == 1 and scores[0] == pytest.approx(0.5)
 
 
@@ -94,10 +94,15 @@ def test_sparse_scores_are_lexical_dot_products(tmp_path: Path) -> None:
     store = HybridStore(tmp_path, DIM, device="cpu")
     rows = store.add(["a", "b"], ["x", "y"], [{"source": "s"}] * 2, unit_vectors(2),
                      [{5: 0.5, 7: 2.0}, {7: 1.0, 9: 3.0}])
-    scores, row_ids = store.sparse_scores({7: 0.5, 9: 1.0, 12345: 9.0})
+    query = {7: 0.5, 9: 1.0, 12345: 9.0}
+    scores, row_ids = store.search_sparse(query, 10)
     by_row = dict(zip(row_ids.tolist(), scores.tolist(), strict=True))
     assert by_row[rows[0]] == pytest.approx(2.0 * 0.5)
     assert by_row[rows[1]] == pytest.approx(1.0 * 0.5 + 3.0 * 1.0)
+    assert row_ids.tolist() == [rows[1], rows[0]]  # best first
+    # the same exact scores on demand, in the order asked; unknown rows score 0.0
+    np.testing.assert_allclose(store.sparse_scores_of(query, np.asarray([rows[1], 999, rows[0]])),
+                               [1.0 * 0.5 + 3.0 * 1.0, 0.0, 2.0 * 0.5])
 
 
 def test_persistence_round_trip_without_pickle(tmp_path: Path) -> None:
@@ -112,7 +117,8 @@ def test_persistence_round_trip_without_pickle(tmp_path: Path) -> None:
     assert reopened.count == 5 and (tmp_path / DENSE_FILE).exists()
     _scores, rows = reopened.search_dense(vectors[2:3], 1)
     assert reopened.get_rows([int(rows[0][0])])[int(rows[0][0])].chunk_id == "c2"
-    sparse, _rows = reopened.sparse_scores({100: 2.0})
+    sparse, _rows = reopened.search_sparse({100: 2.0}, 10)
+    assert len(sparse) == 5
     np.testing.assert_allclose(sparse, 1.0)
     np.testing.assert_allclose(reopened.vectors([int(rows[0][0])])[0], vectors[2], atol=1e-6)
 

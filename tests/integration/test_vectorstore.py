@@ -34,7 +34,9 @@ def test_bge_m3_documents_get_sparse_weights_and_cosine_scores(
 
     rows = vectorstore.store.sparse_of(list(vectorstore.store.get_rows([1, 2])))
     assert len(rows) == 2 and all(weights for weights in rows.values())
-    assert vectorstore.store.sparse_scores(embeddings.encode_query(texts[0]).sparse[0])[0].max() > 0
+    top_scores, _rows = vectorstore.store.search_sparse(
+        embeddings.encode_query(texts[0]).sparse[0], 2)
+    assert top_scores.max() > 0
 
     found = vectorstore.similarity_search_with_score(texts[1], k=2)
     query = np.asarray(embeddings.embed_query(texts[1]))

@@ -55,6 +55,15 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def _top_positive(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n highest positive scores, best first (argpartition: no full sort)."""
+    if not len(scores):
+        return np.zeros(0, np.int64)
+    top = np.argpartition(-scores, n - 1)[:n] if len(scores) > n else np.arange(len(scores))
+    top = top[scores[top] > 0]
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
 def _sparse_arrays(ids: bytes, weights: bytes) -> tuple[np.ndarray, np.ndarray]:
     """A chunk's stored sparse blobs as (token ids, weights)."""
     return np.frombuffer(ids, np.int32), np.frombuffer(weights, np.float32)
@@ -331,11 +340,38 @@ class HybridStore:
         self._selectors = (rows, selector)
         return selector
 
-    def sparse_scores(self, query: dict[int, float], *,
+    def search_sparse(self, query: dict[int, float], k: int, *,
                       rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Lexical score of every chunk for one query: (scores, row ids), aligned. With
-        `rows`, only the chunks of those row ids (the others' scores are masked out here and
-        never returned)."""
+        """The top-k positive lexical scores (best first) and their row ids; with `rows`, only
+        among those (the others are masked out before ranking)."""
+        scores, row_ids = self._lexical_scores(query, rows)
+        top = _top_positive(scores, max(1, k))
+        return scores[top], row_ids[top]
+
+    def sparse_scores_of(self, query: dict[int, float], row_ids: np.ndarray) -> np.ndarray:
+        """The exact lexical score of each of `row_ids`, in that order (0.0 when unknown)."""
+        wanted = np.asarray(row_ids, np.int64)
+        if not len(wanted):
+            return np.zeros(0, np.float32)
+        with self._lock:
+            if self._sparse_matrix is None:
+                self._build_sparse()
+            matrix, stored = self._sparse_matrix, self._sparse_rows
+        assert matrix is not None
+        out = np.zeros(len(wanted), np.float32)
+        tokens = [t for t in query if 0 <= t < matrix.shape[0]]
+        if not tokens or not len(stored):
+            return out
+        positions = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
+        known = stored[positions] == wanted
+        weights = np.asarray([query[t] for t in tokens], np.float32)
+        columns = matrix[tokens][:, positions[known]]
+        out[known] = np.asarray(columns.T @ weights, np.float32).ravel()
+        return out
+
+    def _lexical_scores(self, query: dict[int, float],
+                        rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Lexical score of every chunk (of `rows`, when given): (scores, row ids), aligned."""
         with self._lock:
             if self._sparse_matrix is None:
                 self._build_sparse()
