@@ -13,15 +13,16 @@ from slack_sdk.http_retry import RateLimitErrorRetryHandler, RetryHandler, defau
 from bot.access import Audiences, MembershipUnknown, SlackDirectory
 from bot.answering import Answerer
 from bot.context import BotContext
-from bot.dedupe import RecentEvents
+from bot.dedupe import RecentEvents, SharedEvents
 from bot.errors import SLACK_CALL_ERRORS, SlackUnavailable
-from bot.feedback import FeedbackLog
+from bot.feedback import open_feedback
 from bot.history import ThreadHistory
 from bot.listeners import actions, commands, events
 from bot.reindex import ReindexCoordinator
 from bot.settings import BotSettings
 from bot.workers import AnswerQueue
 from retrieval.access import AccessInvalid
+from retrieval.redis_state import RedisLink
 from retrieval.service import KotaeService
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,10 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
 
     Raises SlackUnavailable when Slack cannot be reached or refuses the bot token: Bolt's
     App() checks the token with auth.test, and so does this factory, first, to learn the
-    bot's user id and to say what went wrong in one line.
+    bot's user id and to say what went wrong in one line. With KOTAE_REDIS_URL, Redis is
+    checked before that (RedisUnavailable).
     """
+    shared = shared_state(settings)
     client = client or make_client(settings)
     progress_client = progress_client or best_effort_client(client)
     bot_user_id = bot_identity(client, settings.slack_api_url)
@@ -86,7 +89,7 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
         listener_executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="bolt"),
         logger=logging.getLogger("slack_bolt"),
     )
-    feedback = FeedbackLog(settings.feedback_path)
+    feedback = open_feedback(settings, shared)
     queue = AnswerQueue(settings.answer_workers, settings.answers_per_user,
                         settings.answer_queue_limit, settings.queued_notice_after_s)
     audiences = check_access(service, SlackDirectory(
@@ -96,7 +99,8 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
                             max_tokens=settings.thread_history_tokens)
     ctx = BotContext(
         settings=settings, service=service, client=client, bot_user_id=bot_user_id,
-        recent=RecentEvents(settings.dedupe_ttl_s),
+        recent=(SharedEvents(shared, settings.redis_dedupe_ttl_s, settings.dedupe_ttl_s)
+                if shared else RecentEvents(settings.dedupe_ttl_s)),
         answerer=Answerer(service, queue, history, feedback, client, progress_client,
                           interval_s=settings.stream_update_interval_s, audiences=audiences),
         reindex=ReindexCoordinator(client, service.reindex, settings.admin_user_ids,
@@ -115,6 +119,21 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
         logger.error("unhandled error in a listener: %s", error, exc_info=error)
 
     return app, ctx
+
+
+def shared_state(settings: BotSettings) -> RedisLink | None:
+    """With KOTAE_REDIS_URL: the Redis every replica shares event dedupe and feedback
+    through, answering PING now (else RedisUnavailable stops the start-up). What the bot
+    does while it is unreachable later is in `SharedEvents` and `SharedFeedbackLog`; the
+    operator is told once, in the words below."""
+    if settings.redis_url is None:
+        return None
+    return RedisLink.open(
+        settings.redis_url.get_secret_value(), prefix=settings.redis_prefix,
+        lost=("Until it answers, this replica dedupes events in its own memory and drops "
+              "Slack's retries (another replica may have answered them), writes feedback "
+              f"to {settings.feedback_path}, and refuses reindexes."),
+        back="Events are deduped across replicas and feedback goes to Redis again.")
 
 
 def check_access(service: KotaeService, directory: SlackDirectory) -> Audiences | None:

@@ -45,6 +45,9 @@ class BotSettings(Settings):
     queued_notice_after_s: float = Field(
         0.5, ge=0, description="tell a waiting user they are queued after this long")
     dedupe_ttl_s: float = Field(600.0, description="how long an event id is remembered")
+    redis_dedupe_ttl_s: float = Field(
+        86_400.0, ge=3600, description="with KOTAE_REDIS_URL: how long Redis remembers an "
+        "event id (at least an hour: Slack retries, and replays delayed events)")
     thread_history_messages: int = Field(20, ge=0)
     thread_history_tokens: int = Field(1500, ge=0)
     stream_update_interval_s: float = Field(0.8, description="between visible updates")
