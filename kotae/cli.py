@@ -356,6 +356,26 @@ def status(as_json: JsonOption = False) -> None:
         console.print(f"{key:16} {value}", markup=False)
 
 
+@app.command()
+def feedback(
+    everything: Annotated[bool, typer.Option(
+        "--all", metavar="", help="also the answers (question and answer id) votes refer to")]
+        = False,
+) -> None:
+    """The 👍/👎 votes as JSON lines, oldest first: with KOTAE_REDIS_URL every replica's (from
+    Redis), and this machine's feedback file (KOTAE_FEEDBACK_PATH) either way."""
+    from bot.feedback import open_feedback
+    from bot.settings import BotSettings
+
+    try:
+        records = open_feedback(_settings(BotSettings)).records()
+    except KotaeError as error:  # Redis unreachable
+        _fail(error)
+    for record in records:
+        if everything or record.get("type") == "vote":
+            typer.echo(json.dumps(record, ensure_ascii=False))
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Argument(metavar="FOLDER", help="where to write the checkpoint")],
