@@ -128,7 +128,8 @@ class RedisIndexLock:
                 self._client = connect(self._url)
             except RedisUnavailable as error:
                 raise RedisUnavailable(f"{error}; it holds the index lock the replicas "
-                                       "share, so nothing was indexed") from None
+                                       "share, so nothing was indexed (the served index "
+                                       "is unchanged)") from None
         return self._client
 
     @contextlib.contextmanager
