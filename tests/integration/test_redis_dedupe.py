@@ -5,17 +5,33 @@ line when Redis is lost and one when it is back."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from bot.app import create_app
 from bot.dedupe import SharedEvents, is_redelivery
+from bot.server import socket_mode_handler
+from bot.settings import BotSettings
+from retrieval.embeddings import BGEM3Embeddings
+from retrieval.service import KotaeService
+from retrieval.settings import Settings
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
-from tests.fakes.slack_signing import retry_headers
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_signing import event_body, retry_headers
+from tests.fakes.socket_mode import FakeSocketModeServer
 from tests.helpers import wait_until
-from tests.integration.bot_harness import Bot, StartBot, mention
+from tests.integration.bot_harness import (
+    Bot,
+    StartBot,
+    mention,
+    mention_event,
+    wait_for_bot_reply,
+)
 from tests.redis_server import RedisServer
 
 LINK_LOGGER = "retrieval.redis_state.connection"
@@ -130,3 +146,40 @@ def test_redis_down_mid_run_answers_first_deliveries_and_drops_retries(
 def test_a_redelivery_is_read_from_the_retry_header(headers: dict | None,
                                                     expected: bool) -> None:
     assert is_redelivery(headers) is expected
+
+
+def test_socket_mode_retries_are_seen_as_retries_while_redis_is_down(
+        settings: Settings, embeddings: BGEM3Embeddings, sample_index_dir: Path,
+        fake_slack: FakeSlackAPI, fake_socket_mode: FakeSocketModeServer,
+        fake_openai: FakeOpenAIServer, redis_server: RedisServer, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Socket Mode's retry_attempt reaches the listener as Bolt's x-slack-retry-num."""
+    bot_settings = BotSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{**settings.model_dump(), "index_dir": sample_index_dir,
+           "slack_bot_token": "xoxb-test", "slack_app_token": "xapp-1-test",
+           "slack_api_url": fake_slack.base_url, "openai_api_key": "sk-test",
+           "openai_base_url": fake_openai.base_url, "feedback_path": tmp_path / "f.jsonl",
+           "redis_url": redis_server.url})
+    app, _ctx = create_app(bot_settings, KotaeService(bot_settings, embeddings=embeddings))
+    handler = socket_mode_handler(app, "xapp-1-test")
+    fake_openai.responder = lambda _request: Reply(text="Monday [1].")
+    handler.connect()
+    caplog.set_level(logging.INFO, logger="bot.dedupe")
+    try:
+        fake_socket_mode.wait_for_connection()
+        redis_server.stop()
+        retried = json.loads(event_body(mention_event("1600000103.000100"), "EvSockRetry"))
+        envelope = fake_socket_mode.send_envelope("events_api", retried, retry_attempt=1,
+                                                  retry_reason="timeout")
+        assert fake_socket_mode.wait_for_ack(envelope, timeout=3)
+        first = json.loads(event_body(mention_event("1600000103.000200"), "EvSockFirst"))
+        envelope = fake_socket_mode.send_envelope("events_api", first)
+        assert fake_socket_mode.wait_for_ack(envelope, timeout=3)
+        assert len(wait_for_bot_reply(fake_slack, "C1", "1600000103.000200", timeout=20)) == 1
+        assert not fake_slack.thread_messages("C1", "1600000103.000100")
+        assert "dropped Slack's retry of EvSockRetry" in caplog.text
+    finally:
+        handler.client.auto_reconnect_enabled = False
+        fake_socket_mode.close_connections()
+        handler.close()
