@@ -25,6 +25,12 @@ class IndexSwapRefused(KotaeError):
     """Explicit paths would replace most of the index's documents; `--replace` confirms it."""
 
 
+class IndexDiskFull(KotaeError):
+    """The disk filled up (no space, over quota or over the file size limit) while a build was
+    written: the build is discarded, the served version is as it was, and what was embedded
+    before the failure stays in the embedding cache for the next run."""
+
+
 class IndexLocked(KotaeError):
     """Another indexer holds the index lock."""
 

@@ -9,11 +9,17 @@ New and changed files stream through `retrieval.indexing.pipeline` (a window of 
 time, equal-length batches from many files); each chunk's vectors come from the embedding cache
 (`retrieval.indexing.cache`) when its exact text was embedded before, by any build, finished or
 not, so an edit re-embeds only the chunks it changed and a killed build resumes.
+
+A disk that fills up mid-build (no space, over quota, over the file size limit), in whichever
+file, fails the run with `IndexDiskFull`: the build is discarded, the served version is as it
+was, and the batches embedded before stay in the cache (each is committed whole or not at all),
+so a run after space is freed picks up where this one stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -22,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.embeddings import BGEM3Embeddings
-from retrieval.errors import IndexPathMissing, IndexSwapRefused, KotaeError
+from retrieval.errors import IndexDiskFull, IndexPathMissing, IndexSwapRefused, KotaeError
 from retrieval.indexing.cache import EmbeddingCache, cache_path
+from retrieval.indexing.diskfull import disk_full_errno
 from retrieval.indexing.keys import source_key
 from retrieval.indexing.pipeline import WINDOW_CHUNKS, IndexPipeline, PipelineCounts
 from retrieval.loaders import find_sources, hash_file
@@ -145,12 +152,18 @@ class Indexer:
         """
         report = progress or (lambda _p: None)
         started = time.perf_counter()
-        with self.versions.lock(holder):
-            self.versions.remove_stale_builds()
-            explicit = bool(paths)
-            roots = [Path(p) for p in paths] if paths else default_roots(self.settings)
-            summary = self._run_locked(roots, full, report,
-                                       guard_removals=explicit and not replace)
+        try:
+            with self.versions.lock(holder):
+                self.versions.remove_stale_builds()
+                explicit = bool(paths)
+                roots = [Path(p) for p in paths] if paths else default_roots(self.settings)
+                summary = self._run_locked(roots, full, report,
+                                           guard_removals=explicit and not replace)
+        except (OSError, sqlite3.Error, RuntimeError) as error:  # before or around a build
+            number = disk_full_errno(error, self.settings.index_dir)
+            if number is None:
+                raise
+            raise self._disk_full(number, chunks_kept=0) from error
         summary.seconds = time.perf_counter() - started
         report(IndexProgress("done", chunks_total=summary.chunks_total))
         return summary
@@ -217,6 +230,7 @@ class Indexer:
                                           base=current if reuse else None)
         version, store = build.version, build.store
         cache: EmbeddingCache | None = None
+        counts = PipelineCounts()
         try:
             cache = EmbeddingCache(cache_path(self.settings.index_dir))
             cache.start_version(version, base=current if reuse else None)
@@ -225,7 +239,7 @@ class Indexer:
                 cache.drop_source(version, key)
             failures = {key: known_failures[key] for key in failing_again}
             self._index_files(store, cache, version, [hashes[k][0] for k in sorted(changed)],
-                              previous, summary, report)
+                              previous, summary, report, counts)
             new_failures = {source for source, _reason in summary.failed} - set(failing_again)
             failures.update({key: {"hash": hashes[key][1], "reason": reason}
                              for key, reason in summary.failed if key in new_failures
@@ -246,10 +260,15 @@ class Indexer:
                 "failed": failures,
             }
             build.publish(manifest)  # saves the store, then switches readers to it
-        except BaseException:
+        except BaseException as error:
+            # told apart before the discard, which frees the space the check looks for
+            number = (disk_full_errno(error, self.settings.index_dir)
+                      if isinstance(error, Exception) else None)
             build.discard()  # the served version stays as it was; the cache keeps its work
             if cache is not None:
                 cache.close()
+            if number is not None:
+                raise self._disk_full(number, chunks_kept=counts.chunks_encoded) from error
             raise
         self.versions.prune()
         try:  # what the served and the previous version use (the ones prune keeps)
@@ -263,7 +282,8 @@ class Indexer:
 
     def _index_files(self, store: ChunkStore, cache: EmbeddingCache, version: str,
                      paths: list[Path], previous: dict[str, FileRecord],
-                     summary: IndexSummary, report: ProgressCallback) -> None:
+                     summary: IndexSummary, report: ProgressCallback,
+                     counts: PipelineCounts) -> None:
         pipeline = IndexPipeline(self.embeddings, cache, chunk_size=self.settings.chunk_size,
                                  chunk_overlap=self.settings.chunk_overlap,
                                  window_chunks=self.window_chunks,
@@ -282,7 +302,7 @@ class Indexer:
                                  embeddings_per_s=rate, eta_s=left / rate if rate else None,
                                  chunks_reused=counts.chunks_reused))
 
-        counts = pipeline.run(store, version, paths, set(previous), on_progress)
+        pipeline.run(store, version, paths, set(previous), on_progress, counts)
         summary.failed.extend(counts.failed)
         summary.unchanged.extend(counts.kept)
         summary.warnings.extend(counts.warnings)
@@ -291,6 +311,18 @@ class Indexer:
         summary.chunks_embedded = counts.chunks_done
         summary.chunks_reused = counts.chunks_reused
         summary.chunks_encoded = counts.chunks_encoded
+
+    def _disk_full(self, number: int, chunks_kept: int) -> IndexDiskFull:
+        """One line for the CLI and the Slack summaries: what happened, that nothing served
+        changed, what to do, and that the work done is not lost."""
+        current = self.versions.current_version()
+        serving = (f"the index keeps serving {current}, untouched" if current
+                   else "no index was published")
+        kept = (f" (the {chunks_kept} chunks embedded before it are kept in the embedding "
+                "cache and will not be embedded again)" if chunks_kept else "")
+        return IndexDiskFull(
+            f"The build stopped: no space left in {self.settings.index_dir} "
+            f"({os.strerror(number)}); {serving}. Free some space there and index again{kept}.")
 
     def _compatible(self, manifest: dict[str, Any]) -> bool:
         """An old version is reused only if it was built with the same model and chunking."""

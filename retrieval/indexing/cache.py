@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retrieval.errors import KotaeError
+from retrieval.errors import IndexDiskFull
 
 if TYPE_CHECKING:
     from retrieval.embeddings import BGEM3Embeddings
@@ -41,8 +41,9 @@ PROBE_TEXT = "kotae embedding cache probe: 経費精算の締め切りは毎月2
 SparseWeights = dict[int, float]
 
 
-class EmbeddingCacheFull(KotaeError):
-    """The disk filled up while the cache was written; the build fails, the index is as it was."""
+class EmbeddingCacheFull(IndexDiskFull):
+    """The disk filled up while the cache was written; the build fails, the index is as it was
+    (`Indexer.run` says so in its own words, naming the index folder)."""
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,11 @@ class IndexPipeline:
         return self._model
 
     def run(self, store: ChunkStore, version: str, paths: Sequence[Path],
-            previous: set[str], report: Report) -> PipelineCounts:
-        counts = PipelineCounts()
+            previous: set[str], report: Report,
+            counts: PipelineCounts | None = None) -> PipelineCounts:
+        """Counted into `counts` (a new one by default) as the work is done, so a caller whose
+        run fails still knows how much of it was committed (`chunks_encoded`)."""
+        counts = counts if counts is not None else PipelineCounts()
         started = time.perf_counter()
 
         def progress() -> None:
