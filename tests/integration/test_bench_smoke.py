@@ -27,6 +27,8 @@ CASES = {
     "access": (["bench.access", "--quick", "--no-write"], "filtered / unfiltered p50"),
     "indexing": (["bench.indexing", "--quick", "--only", "throughput,edit,kill,refresh",
                   "--check", "5", "--no-write"], "bit-identical to the chunk encoded alone"),
+    "replicas": (["bench.replicas", "--mentions", "3", "--llm-delay", "0.1", "--no-write"],
+                 "questions answered more than once"),
 }
 
 

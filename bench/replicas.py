@@ -1,0 +1,231 @@
+"""Two kotae replicas under load, sharing one Redis (KOTAE_REDIS_URL): every mention is
+delivered to BOTH replicas at once, then retried (x-slack-retry-num) to one of them.
+
+Side by side in one run: the replicas sharing Redis, and the same two replicas with their
+in-process dedupe only (no KOTAE_REDIS_URL: what two replicas did before). Counted: event ack
+latency over every delivery, questions answered more than once, questions not answered, and
+chat model calls. Each replica is its own process (the app factory behind waitress, as `kotae
+serve` runs it); the load generator, the fake Slack Web API, the fake chat model and a real
+redis-server run beside them.
+
+    .venv/bin/python -m bench.replicas [--mentions 100] [--llm-delay 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from slack_sdk import WebClient
+
+from bench.common import (
+    TINY_DIR,
+    BenchRun,
+    bench_parser,
+    ensure_model,
+    met,
+    ms,
+    p50,
+    p99,
+    publish,
+    table,
+)
+from bot.app import create_app
+from bot.server import HttpServer
+from bot.settings import BotSettings
+from retrieval.embeddings import BGEM3Embeddings
+from retrieval.indexer import Indexer
+from retrieval.service import KotaeService
+from retrieval.settings import BUNDLED_SAMPLES
+from tests.fakes.openai_server import FakeOpenAIServer, Reply
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_signing import event_body, post_signed, retry_headers
+from tests.redis_server import RedisServer, redis_server_binary
+
+SECRET = "bench-secret"
+ANSWER_END = "handoff-end"  # closes the fake model's answer; in no source or notice
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve_child(settings: BotSettings) -> None:
+    """In a child process: one replica, serving until stdin closes."""
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    service = KotaeService(settings, embeddings=BGEM3Embeddings.from_settings(settings))
+    service.ask("warm up")  # the model and the index are loaded before the burst
+    client = WebClient(token="xoxb-bench", base_url=settings.slack_api_url)
+    app, _ctx = create_app(settings, service, client)
+    server = HttpServer(app, lambda: {}, "127.0.0.1", 0, threads=settings.http_threads).start()
+    print(f"READY {server.port}", flush=True)
+    sys.stdin.read()
+    server.stop()
+
+
+def start_replicas(env: dict[str, str], count: int = 2) -> list[tuple[subprocess.Popen, str]]:
+    children = [subprocess.Popen([sys.executable, "-m", "bench.replicas", "--serve"], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                for _ in range(count)]
+    replicas = []
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"a replica did not start: {line!r}")
+        replicas.append((child, f"http://127.0.0.1:{int(line.split()[1])}"))
+    return replicas
+
+
+def stop_replicas(replicas: list[tuple[subprocess.Popen, str]]) -> None:
+    for child, _url in replicas:
+        if child.stdin is not None:
+            child.stdin.close()
+    for child, _url in replicas:
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def burst(urls: list[str], slack: FakeSlackAPI, llm: FakeOpenAIServer, mentions: int,
+          ts_base: int, wait_s: float) -> dict[str, object]:
+    """Every mention to every replica at once, then one retry of each to a random replica."""
+    acks: list[float] = []
+    calls_before = len(llm.requests)
+    chooser = random.Random(ts_base)
+
+    def deliver(url: str, number: int, retry: int) -> None:
+        ts = f"{ts_base}.{number:06d}"
+        event = {"type": "app_mention", "user": f"U{number:03d}", "channel": "C1",
+                 "text": "<@UBOT> When is the on-call handoff?", "ts": ts, "event_ts": ts,
+                 "team": "T1", "client_msg_id": f"replicas-{ts_base}-{number}"}
+        status, _text, elapsed = post_signed(
+            f"{url}/slack/events", event_body(event, f"Ev{ts_base}{number}"), SECRET,
+            extra_headers=retry_headers(retry) if retry else None, timeout=30)
+        if status != 200:
+            raise RuntimeError(f"mention {number} got HTTP {status}")
+        acks.append(elapsed)
+
+    with ThreadPoolExecutor(max_workers=mentions * len(urls)) as pool:
+        jobs = [pool.submit(deliver, url, n, 0) for n in range(mentions) for url in urls]
+        for job in jobs:
+            job.result()
+        time.sleep(0.2)
+        jobs = [pool.submit(deliver, chooser.choice(urls), n, 1) for n in range(mentions)]
+        for job in jobs:
+            job.result()
+    threads = [f"{ts_base}.{n:06d}" for n in range(mentions)]
+
+    def answers(thread: str) -> int:
+        return sum(ANSWER_END in json.dumps(message, ensure_ascii=False)
+                   for message in slack.thread_messages("C1", thread) if message.get("bot_id"))
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not all(answers(t) for t in threads):
+        time.sleep(0.1)
+    time.sleep(1.0)  # a late duplicate shows up too
+    counts = [answers(thread) for thread in threads]
+    return {"acks": acks, "duplicates": sum(c > 1 for c in counts),
+            "unanswered": sum(c == 0 for c in counts),
+            "llm_calls": len(llm.requests) - calls_before}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser("bench.replicas", __doc__)
+    parser.add_argument("--mentions", type=int, default=100)
+    parser.add_argument("--llm-delay", type=float, default=0.5, help="fake model latency (s)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve_child(BotSettings())
+        return 0
+    binary = redis_server_binary()
+    if binary is None:
+        print("needs redis-server (Debian package redis-server)", file=sys.stderr)
+        return 1
+    run = BenchRun("bench.replicas", argv)
+    work = Path(tempfile.mkdtemp(prefix="kotae-bench-replicas-"))
+    results: dict[str, dict[str, object]] = {}
+    redis = RedisServer(binary, work / "redis").start()
+    try:
+        model = ensure_model(TINY_DIR, "TINY")
+        with FakeOpenAIServer() as llm, FakeSlackAPI() as slack:
+            llm.responder = lambda _request: Reply(
+                text=f"On-call handoff is every Monday at 10:00 JST [1], {ANSWER_END}.",
+                delay_s=args.llm_delay)
+            env = {**{k: v for k, v in os.environ.items()
+                      if not k.startswith(("KOTAE_", "SLACK_", "OPENAI_"))},
+                   "KOTAE_EMBEDDING_MODEL": str(model), "KOTAE_EMBEDDING_DEVICE": "cpu",
+                   "KOTAE_INDEX_DIR": str(work / "index"), "KOTAE_RETRIEVAL_MODE": "hybrid",
+                   "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": llm.base_url,
+                   "KOTAE_CHAT_MAX_RETRIES": "0", "SLACK_BOT_TOKEN": "xoxb-bench",
+                   "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.base_url,
+                   "KOTAE_FEEDBACK_PATH": str(work / "feedback.jsonl"),
+                   "KOTAE_ANSWER_QUEUE_LIMIT": str(max(100, args.mentions)),
+                   "KOTAE_ANSWERS_PER_USER": "2",
+                   "KOTAE_STREAM_UPDATE_INTERVAL_S": "0.5", "TQDM_DISABLE": "1",
+                   "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT)}
+            settings = BotSettings(_env_file=None, embedding_model=str(model),  # type: ignore[call-arg]
+                                   embedding_device="cpu", index_dir=work / "index",
+                                   docs_dir=BUNDLED_SAMPLES)
+            Indexer(settings, BGEM3Embeddings.from_settings(settings)).run()
+            wait_s = 60 + args.mentions * args.llm_delay
+            for label, extra, ts_base in (
+                    ("Redis", {"KOTAE_REDIS_URL": redis.url}, 1600000000),
+                    ("in-process only", {}, 1600100000)):
+                replicas = start_replicas({**env, **extra})
+                try:
+                    print(f"{label}: {args.mentions} mentions x 2 replicas + retries …",
+                          flush=True)
+                    results[label] = burst([url for _child, url in replicas], slack, llm,
+                                           args.mentions, ts_base, wait_s)
+                finally:
+                    stop_replicas(replicas)
+    finally:
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    shared, alone = results["Redis"], results["in-process only"]
+
+    def row(label: str, key: str) -> list[object]:
+        return [label, shared[key], alone[key]]
+
+    acks_shared, acks_alone = shared["acks"], alone["acks"]
+    assert isinstance(acks_shared, list) and isinstance(acks_alone, list)
+    rows = [["event ack p50", ms(p50(acks_shared)), ms(p50(acks_alone))],
+            ["event ack p99", ms(p99(acks_shared)), ms(p99(acks_alone))],
+            ["deliveries acked", len(acks_shared), len(acks_alone)],
+            row(f"questions answered more than once (of {args.mentions})", "duplicates"),
+            row(f"questions not answered (of {args.mentions})", "unanswered"),
+            row("chat model calls", "llm_calls")]
+    ok = (p99(acks_shared) < 0.1 and shared["duplicates"] == 0 and shared["unanswered"] == 0)
+    markdown = "\n\n".join([
+        run.heading("Two replicas under load, sharing Redis (`bench/replicas.py`)"),
+        run.machine_now(),
+        f"{args.mentions} concurrent signed `app_mention` events, each delivered to BOTH "
+        "replicas at once, then each retried (`X-Slack-Retry-Num: 1`) to one replica picked "
+        "at random 0.2 s later: "
+        f"{3 * args.mentions} deliveries. Two replicas, each its own process (the app factory "
+        "behind waitress, 8 threads), sharing a real `redis-server` "
+        f"(KOTAE_REDIS_URL) — and, beside it in the same run, the same two replicas with "
+        f"only their in-process dedupe. Fake chat model answering after {args.llm_delay:.1f}"
+        " s; tiny bge-m3, bundled samples; the load generator, fake Slack and fake model run "
+        "in the bench process.",
+        table(["", "sharing Redis", "in-process only"], rows),
+        f"Goal (sharing Redis): ack p99 < 100 ms, 0 duplicate answers, 0 unanswered — "
+        f"{met(ok)}.",
+    ])
+    publish(markdown, None if args.no_write else args.section or "replicas")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
