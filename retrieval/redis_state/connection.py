@@ -1,9 +1,11 @@
 """The connection to Redis: opened from KOTAE_REDIS_URL, checked with PING, and — for the
 bot's per-event use — a link that knows whether Redis answered last time.
 
-Timeouts are short and there is one immediate retry (a pooled connection gone stale after a
-Redis restart), never redis-py's default backoff: an event must be acknowledged within
-Slack's 3 s, and a caller with a fallback wants the failure fast rather than late.
+Timeouts are short (0.5 s to connect, 0.5 s per reply) and there is one immediate retry (a
+pooled connection gone stale after a Redis restart), never redis-py's default backoff: an
+event must be acknowledged within Slack's 3 s, and a caller with a fallback wants the failure
+fast rather than late — an unreachable Redis costs one event at most ~1 s, then `RedisLink`
+skips it until its next probe.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else "(not a URL)"
 
 
-def connect(url: str, *, timeout_s: float = 1.0) -> Redis:
+def connect(url: str, *, timeout_s: float = 0.5) -> Redis:
     """A client for `url`, answering PING. Raises RedisUnavailable, in one line naming
     KOTAE_REDIS_URL (and never its password), when it does not."""
     try:
