@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -183,3 +184,44 @@ def test_socket_mode_retries_are_seen_as_retries_while_redis_is_down(
         handler.client.auto_reconnect_enabled = False
         fake_socket_mode.close_connections()
         handler.close()
+
+
+def test_a_redis_that_hangs_mid_run_does_not_hold_up_acks_or_answers(
+        replicas: tuple[Bot, Bot], redis_server: RedisServer,
+        fake_openai: FakeOpenAIServer) -> None:
+    """Worse than refused: a Redis that accepts connections and never replies (a stalled
+    server, a half-open network path). Timeouts keep every ack well inside Slack's 3 s."""
+    first, _second = replicas
+    fake_openai.responder = lambda _request: Reply(text="Monday [1].")
+    redis_server.stop()
+    held: list[socket.socket] = []
+    with socket.socket() as silent:
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", redis_server.port))
+        silent.listen(16)
+        silent.settimeout(0.1)
+
+        def accept_and_say_nothing() -> None:
+            while not done.is_set():
+                try:
+                    held.append(silent.accept()[0])
+                except OSError:
+                    continue
+
+        done = threading.Event()
+        acceptor = threading.Thread(target=accept_and_say_nothing, daemon=True)
+        acceptor.start()
+        try:
+            elapsed = []
+            for n in range(4):
+                ts = f"1600000104.00010{n}"
+                status, seconds = first.send_event(mention("When is it?", ts), f"EvHang{n}")
+                assert status == 200
+                elapsed.append(seconds)
+                first.wait_for_final("C1", ts)
+            assert max(elapsed) < 2.5, elapsed
+        finally:
+            done.set()
+            acceptor.join(timeout=2)
+            for connection in held:
+                connection.close()
