@@ -55,6 +55,25 @@ class Settings(BaseSettings):
         None, gt=0, description="kotae serve refreshes the index this often: 1h, 30m, 90s, "
         "1h30m or seconds; unset = never")
 
+    # --- index backend (retrieval.stores) ---
+    store: Literal["local", "milvus"] = Field(
+        "local", description="local (FAISS + SQLite under KOTAE_INDEX_DIR) | milvus "
+                             "(KOTAE_MILVUS_URI)")
+    milvus_uri: str | None = Field(
+        None, description="a file path ending in .db: Milvus Lite inside this process; "
+        "http://host:19530: Milvus standalone or a cluster; default: <KOTAE_INDEX_DIR>/milvus.db")
+    milvus_token: SecretStr | None = Field(None, description="user:password or an API key")
+    milvus_db: str = Field("default", description="the Milvus database")
+    milvus_collection: str = Field(
+        "kotae", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
+        description="prefix of the collections <prefix>_chunks, <prefix>_files, <prefix>_meta")
+    milvus_index_type: Literal["FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "AUTOINDEX", "GPU_CAGRA",
+                               "GPU_IVF_FLAT"] = Field(
+        "FLAT", description="dense index, fixed when the collections are created: FLAT "
+        "(exact, the default; Milvus Lite takes FLAT, IVF_FLAT, AUTOINDEX) | HNSW (standalone "
+        "or cluster, past ~1M chunks) | GPU_CAGRA (GPU clusters) | IVF_FLAT | IVF_SQ8 | "
+        "GPU_IVF_FLAT | AUTOINDEX")
+
     # --- retrieval ---
     retrieval_mode: RetrievalMode | None = Field(
         None, description="dense | sparse | hybrid | all; default: all on GPU, hybrid on CPU"
