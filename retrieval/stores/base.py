@@ -22,6 +22,17 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+class IndexDamaged(RuntimeError):
+    """A file of an index version is missing or not what was written (a torn copy, a full
+    disk, a bad block). Detected when the version is opened; the version served before it
+    keeps serving, and `kotae index --full` rebuilds from the documents."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message + "; `kotae index --full` rebuilds the index from the "
+                         "documents")
+        self.path = path
+
+
 @dataclass
 class StoredChunk:
     row_id: int

@@ -1,6 +1,7 @@
-"""The local backend: FAISS `IndexFlatIP` + SQLite docstore + sparse CSR `.npz`, one folder per
-index version. `HybridStore` lives in `retrieval.stores.local.store` (it imports FAISS); what
-this package exports does not."""
+"""The local backend: FAISS (exact flat, or IVF for large segments) + SQLite docstore + sparse
+CSR `.npz` in immutable segment folders; an index version lists its segments and the rows it
+deleted from them (`versions`, `segments`). `HybridStore` lives in
+`retrieval.stores.local.store` (it imports FAISS); what this package exports does not."""
 
 from retrieval.stores.local.docstore import (
     DENSE_FILE,

@@ -33,6 +33,7 @@ class IndexLayout:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.versions_dir = self.root / "versions"
+        self.segments_dir = self.root / "segments"
         self.current_file = self.root / "CURRENT"
         self.lock_info_file = self.root / "lock.json"
 

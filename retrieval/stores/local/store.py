@@ -6,13 +6,19 @@ user can replace), lets the index and docstore drift apart on a duplicate id, ha
 support, reports inverted relevance scores for inner product, and langchain-community is being
 sunset. So this is a VectorStore on faiss directly:
 
-- FAISS `IndexIDMap2(IndexFlatIP)` over L2-normalised vectors: scores are cosine similarities.
-  Ids are SQLite row ids, so vectors and rows share one key.
+- FAISS over L2-normalised vectors (scores are cosine similarities), ids = SQLite row ids, so
+  vectors and rows share one key. A store is edited as an exact `IndexIDMap2(IndexFlatIP)`;
+  `save()` writes an IVF index instead from `DenseChoice.ivf_min_chunks` chunks on
+  (`retrieval.stores.local.dense`). A read-only store maps its files (FAISS
+  `IO_FLAG_MMAP_IFC`, the `.npz` arrays with `np.memmap`): opening copies nothing.
+- A read-only store can `hide` rows: the rows a later index version deleted from this
+  segment (`retrieval.stores.local.segments`); every read then behaves as if they were gone.
 - On a GPU the index is cloned there for search; the CPU copy stays authoritative for
   persistence and deletes (GPU indexes support neither `write_index` nor `remove_ids`), and GPU
   searches are serialised because GPU resources are not thread-safe.
 - Sparse weights are stored per chunk as two little blobs (token ids, weights) and assembled
-  into a scipy CSR matrix (tokens x chunks) for lexical search; saved as a plain `.npz`.
+  into a scipy CSR matrix (tokens x chunks: an inverted index, a query reads only its tokens'
+  postings) for lexical search; saved as a plain uncompressed `.npz`.
 - Nothing is ever unpickled.
 """
 
@@ -33,6 +39,17 @@ from scipy import sparse as sp
 
 from retrieval.devices import faiss_gpu_available as faiss_has_gpu  # one answer, cached
 from retrieval.stores.base import FileRecord, StoredChunk
+from retrieval.stores.local.arrays import load_npz_mapped
+from retrieval.stores.local.choice import DenseChoice
+from retrieval.stores.local.dense import (
+    build_ivf,
+    empty_flat,
+    is_ivf,
+    read_dense,
+    read_dense_writable,
+    search_params,
+    stored_ids,
+)
 from retrieval.stores.local.docstore import (
     CHUNK_COLUMNS,
     DENSE_FILE,
@@ -73,20 +90,30 @@ class HybridStore:
     """Dense + sparse + docstore for one index version folder. Thread-safe for readers."""
 
     def __init__(self, folder: Path, dim: int, *, device: str = "auto", gpu_fp16: bool = False,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, dense: DenseChoice | None = None, first_row: int = 1,
+                 quantizer: Any = None) -> None:
+        """`dense`: which index `save()` writes (and a read-only IVF's nprobe); `first_row`:
+        the lowest row id new chunks get (a segment's ids stay above its version's others);
+        `quantizer`: trained IVF centroids `save()` reuses instead of training anew."""
         self.folder = Path(folder)
         self.dim = dim
         self.read_only = read_only
+        self.dense_choice = dense or DenseChoice()
+        self._first_row = first_row
+        self._quantizer = quantizer
         self._lock = threading.RLock()
         self._gpu_lock = threading.Lock()
         self._db = self._connect()
         dense_path = self.folder / DENSE_FILE
         if dense_path.exists():
-            self._index = faiss.read_index(str(dense_path))
+            self._index = read_dense(dense_path) if read_only else read_dense_writable(dense_path)
             if self._index.d != dim:
                 raise ValueError(f"{dense_path} holds {self._index.d}-d vectors, expected {dim}")
         else:
-            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            self._index = empty_flat(dim)
+        self._hidden = np.zeros(0, np.int64)  # rows a later version deleted (see `hide`)
+        self._hidden_selector: Any = None
+        self._hidden_positions = np.zeros(0, np.int64)
         self._sparse_matrix: sp.csr_matrix | None = None
         # the last filter's FAISS selector and sparse positions (see `_selector`)
         self._selectors: tuple[np.ndarray, Any] | None = None
@@ -95,7 +122,7 @@ class HybridStore:
         self._load_sparse()
         self._gpu_index: Any = None
         self._gpu_resources: Any = None
-        self.on_gpu = self._want_gpu(device)
+        self.on_gpu = self._want_gpu(device) and not is_ivf(self._index)
         self._gpu_fp16 = gpu_fp16
         self._gpu_stale = False  # the CPU copy changed since the GPU clone was made
         self._sync_gpu()
@@ -155,6 +182,7 @@ class HybridStore:
         if len(set(chunk_ids)) != len(chunk_ids):
             raise ValueError("duplicate chunk ids in one add")
         vectors = np.ascontiguousarray(dense, dtype=np.float32)
+        self._refuse_if_read_only()
         with self._lock:
             replaced = self._row_ids_for(chunk_ids)
             old_vectors: np.ndarray | None = None  # set once the replaced ones left FAISS
@@ -165,17 +193,20 @@ class HybridStore:
                     if replaced:
                         self._db.executemany("DELETE FROM chunks WHERE id = ?",
                                              [(r,) for r in replaced])
+                    (highest,) = self._db.execute("SELECT MAX(id) FROM chunks").fetchone()
+                    next_row = max(self._first_row, (highest or 0) + 1)
                     for chunk_id, text, meta, weights in zip(chunk_ids, texts, metadatas, sparse,
                                                              strict=True):
                         ids = np.fromiter(weights.keys(), np.int32, len(weights))
                         vals = np.fromiter(weights.values(), np.float32, len(weights))
-                        cursor = self._db.execute(
-                            "INSERT INTO chunks (chunk_id, source, text, metadata, sparse_ids, "
-                            "sparse_weights) VALUES (?, ?, ?, ?, ?, ?)",
-                            (chunk_id, str(meta.get("source", "")), text,
+                        self._db.execute(
+                            "INSERT INTO chunks (id, chunk_id, source, text, metadata, "
+                            "sparse_ids, sparse_weights) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (next_row, chunk_id, str(meta.get("source", "")), text,
                              json.dumps(meta, ensure_ascii=False), ids.tobytes(), vals.tobytes()),
                         )
-                        row_ids.append(int(cursor.lastrowid))
+                        row_ids.append(next_row)
+                        next_row += 1
                     # The replaced vectors leave first: SQLite may hand their row ids to the
                     # new rows. Kept aside, they come back if FAISS refuses the new ones, to
                     # match the rows the rollback restores.
@@ -198,11 +229,13 @@ class HybridStore:
         return row_ids
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
+        self._refuse_if_read_only()
         with self._lock:
             rows = self._row_ids_for(list(chunk_ids))
             return self._delete_rows(rows)
 
     def delete_source(self, source: str) -> int:
+        self._refuse_if_read_only()
         with self._lock:
             rows = [r for (r,) in self._db.execute("SELECT id FROM chunks WHERE source = ?",
                                                    (source,))]
@@ -221,6 +254,36 @@ class HybridStore:
         self._sparse_matrix = None
         return len(rows)
 
+    def absorb(self, other: HybridStore) -> int:
+        """Copy every row `other` serves (not its hidden ones) into this store, keeping their
+        row ids: compaction. Vectors go over in slices (no second full copy)."""
+        self._refuse_if_read_only()
+        rows = other.stored_rows()
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS other", (str(other.folder / DOCSTORE_FILE),))
+            try:
+                with self._db:
+                    self._db.execute("CREATE TEMP TABLE IF NOT EXISTS hidden (id INTEGER)")
+                    self._db.execute("DELETE FROM temp.hidden")
+                    self._db.executemany("INSERT INTO temp.hidden VALUES (?)",
+                                         [(int(r),) for r in other.hidden])
+                    self._db.execute(
+                        "INSERT INTO chunks SELECT * FROM other.chunks "
+                        "WHERE id NOT IN (SELECT id FROM temp.hidden)")
+            finally:
+                self._db.execute("DETACH DATABASE other")
+            for start in range(0, len(rows), 65_536):
+                batch = rows[start:start + 65_536]
+                self._index.add_with_ids(other.vectors(batch), batch)
+            self._gpu_stale = self.on_gpu
+            self._sparse_matrix = None
+        return len(rows)
+
+    def _refuse_if_read_only(self) -> None:
+        # a mapped FAISS index must never be edited (FAISS would write through freed pages)
+        if self.read_only:
+            raise sqlite3.OperationalError(f"{self.folder}: attempt to write a readonly store")
+
     def record_file(self, record: FileRecord) -> None:
         with self._lock, self._db:
             self._db.execute(
@@ -235,21 +298,29 @@ class HybridStore:
                                  [(k, json.dumps(v)) for k, v in values.items()])
 
     def save(self) -> None:
-        """Write FAISS (CPU copy) and the sparse matrix; SQLite is already durable."""
+        """Write FAISS (CPU copy; IVF when `dense_choice` wants it for this many chunks) and
+        the sparse matrix; SQLite is already durable. The store itself keeps its flat index."""
+        self._refuse_if_read_only()
         with self._lock:
             self._build_sparse()
             tmp = self.folder / (DENSE_FILE + ".tmp")
-            faiss.write_index(self._index, str(tmp))
+            if self.dense_choice.wants_ivf(self.count):
+                faiss.write_index(build_ivf(self._index, self.dense_choice, self._quantizer),
+                                  str(tmp))
+            else:
+                faiss.write_index(self._index, str(tmp))
+            _fsync(tmp)
             tmp.replace(self.folder / DENSE_FILE)
             matrix = self._sparse_matrix
             assert matrix is not None
             with open(self.folder / (SPARSE_FILE + ".tmp"), "wb") as handle:
                 np.savez(handle, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr,
                          shape=np.asarray(matrix.shape), rows=self._sparse_rows)
+                handle.flush()
+                os.fsync(handle.fileno())
             (self.folder / (SPARSE_FILE + ".tmp")).replace(self.folder / SPARSE_FILE)
-            if not self.read_only:
-                self._db.commit()
-                _fsync(self.folder / DOCSTORE_FILE)
+            self._db.commit()
+            _fsync(self.folder / DOCSTORE_FILE)
             self._sync_gpu()
 
     def close(self) -> None:
@@ -263,12 +334,16 @@ class HybridStore:
         path = self.folder / SPARSE_FILE
         if not path.exists():
             return
-        with np.load(path, allow_pickle=False) as arrays:
-            shape = tuple(int(x) for x in arrays["shape"])
-            self._sparse_matrix = sp.csr_matrix(
-                (arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape
-            )
-            self._sparse_rows = arrays["rows"]
+        if self.read_only:  # mapped, not read: no copy, pages shared with other versions
+            arrays = load_npz_mapped(path)
+        else:
+            with np.load(path, allow_pickle=False) as saved:
+                arrays = {name: saved[name] for name in saved.files}
+        shape = tuple(int(x) for x in arrays["shape"])
+        # scipy keeps the given arrays (same dtypes, no copy=True)
+        self._sparse_matrix = sp.csr_matrix(
+            (arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        self._sparse_rows = np.asarray(arrays["rows"])
 
     def _build_sparse(self) -> None:
         """Rebuild the (tokens x chunks) CSR matrix from the docstore."""
@@ -295,15 +370,52 @@ class HybridStore:
 
     @property
     def count(self) -> int:
-        return int(self._index.ntotal)
+        return int(self._index.ntotal) - len(self._hidden)
+
+    @property
+    def is_ivf(self) -> bool:
+        return is_ivf(self._index)
+
+    def hide(self, rows: np.ndarray) -> None:
+        """Treat `rows` (row ids of this store) as deleted, in memory only: how a read-only
+        segment serves a version that deleted some of its chunks without rewriting it."""
+        if not self.read_only:
+            raise ValueError("hide() is for read-only segments; delete from a writable store")
+        hidden = np.unique(np.asarray(rows, np.int64))
+        with self._lock:
+            self._hidden = hidden
+            self._hidden_selector = None
+            if len(hidden):
+                mask = np.zeros(int(hidden.max()) + 1, bool)
+                mask[hidden] = True
+                bitmap = np.packbits(mask, bitorder="little")
+                inner = faiss.IDSelectorBitmap(bitmap)
+                selector = faiss.IDSelectorNot(inner)
+                selector.kotae_keep = (bitmap, inner)  # FAISS keeps pointers to both
+                self._hidden_selector = selector
+            self._hidden_positions = self._positions_of(hidden, self._sparse_rows)
+            self._selectors = None
+            self._positions_cache = None
+
+    @property
+    def hidden(self) -> np.ndarray:
+        return self._hidden
+
+    def stored_rows(self) -> np.ndarray:
+        """Every row id this store holds (hidden ones left out), ascending."""
+        with self._lock:
+            ids = stored_ids(self._index)
+        return np.setdiff1d(ids, self._hidden, assume_unique=True) if len(self._hidden) else ids
 
     def search_dense(self, queries: np.ndarray, k: int, *,
                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, row ids) per query; scores are cosine similarities, -1 ids pad.
 
-        With `rows`, FAISS searches those ids only (an `IDSelectorBatch` in the search
-        parameters), so the k results are the best k of them however few they are. That runs
-        on the CPU copy: GPU flat indexes take no selector."""
+        With `rows`, FAISS searches those ids only (a bitmap selector in the search
+        parameters), so the k results are the best k of them however few they are; on an IVF
+        index a filter smaller than what `nprobe` cells hold is scored exactly instead (a probe
+        would miss visible rows in other cells). That runs on the CPU copy: GPU flat indexes
+        take no selector. An IVF index scans `dense_choice.nprobe` cells: approximate."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if rows is not None:
             return self._search_dense_among(queries, k, rows)
@@ -311,10 +423,11 @@ class HybridStore:
         if self._gpu_stale:
             with self._lock:
                 self._sync_gpu()
-        if self._gpu_index is not None:
+        if self._gpu_index is not None and not len(self._hidden):
             with self._gpu_lock:  # GPU resources are not thread-safe
                 return self._gpu_index.search(queries, k)
-        return self._index.search(queries, k)
+        params = search_params(self._index, self.dense_choice.nprobe, self._hidden_selector)
+        return self._index.search(queries, k, params=params)
 
     def _search_dense_among(self, queries: np.ndarray, k: int,
                             rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -322,18 +435,53 @@ class HybridStore:
         if not len(rows):
             return (np.full((len(queries), k), -np.inf, np.float32),
                     np.full((len(queries), k), -1, np.int64))
-        params = faiss.SearchParameters()
-        params.sel = self._selector(rows)
+        if self.is_ivf and len(rows) <= self._ivf_scanned_per_query():
+            return self._search_exact(queries, k, rows)
+        params = search_params(self._index, self.dense_choice.nprobe, self._selector(rows))
         return self._index.search(queries, min(k, len(rows)), params=params)
 
+    def _ivf_scanned_per_query(self) -> int:
+        """About how many vectors an IVF search reads (nprobe cells of average size) x4:
+        scoring that many chosen rows exactly costs about the same."""
+        lists = max(1, int(self._index.nlist))
+        return 4 * min(self.dense_choice.nprobe, lists) * int(self._index.ntotal) // lists
+
+    def _search_exact(self, queries: np.ndarray, k: int,
+                      rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        wanted = np.asarray(rows, np.int64)
+        if len(self._hidden):
+            wanted = wanted[~np.isin(wanted, self._hidden)]
+        wanted = wanted[self._holds(wanted)]
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        if not len(wanted):
+            return scores, ids
+        similarities = queries @ self.vectors(wanted).T
+        top = min(k, len(wanted))
+        for q, row in enumerate(similarities):
+            best = np.argsort(-row, kind="stable")[:top]
+            scores[q, :top], ids[q, :top] = row[best], wanted[best]
+        return scores, ids
+
+    def _holds(self, rows: np.ndarray) -> np.ndarray:
+        """Which of `rows` this store's sparse matrix (= its docstore at save) lists."""
+        _matrix, stored = self._sparse()
+        if not len(stored):
+            return np.zeros(len(rows), bool)
+        positions = np.minimum(np.searchsorted(stored, rows), len(stored) - 1)
+        return stored[positions] == rows
+
     def _selector(self, rows: np.ndarray) -> Any:
-        """A bitmap over row ids (cheap to build, one bit test a vector), reused while the
-        caller passes the same array (access control caches one per audience)."""
+        """A bitmap over row ids (cheap to build, one bit test a vector), hidden rows cleared,
+        reused while the caller passes the same array (access control caches one per
+        audience)."""
         cached = self._selectors
         if cached is not None and cached[0] is rows:
             return cached[1]
         mask = np.zeros(int(rows.max()) + 1, bool)
         mask[rows] = True
+        hidden = self._hidden[self._hidden < len(mask)]
+        mask[hidden] = False
         bitmap = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(bitmap)
         selector.kotae_bitmap = bitmap  # FAISS keeps a pointer: the bytes must outlive it
@@ -343,40 +491,44 @@ class HybridStore:
     def search_sparse(self, query: dict[int, float], k: int, *,
                       rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The top-k positive lexical scores (best first) and their row ids; with `rows`, only
-        among those (the others are masked out before ranking)."""
+        among those (the others are masked out before ranking). Reads only the postings of
+        the query's tokens (scipy's CSR row slice), then one pass to pick the top k."""
         scores, row_ids = self._lexical_scores(query, rows)
         top = _top_positive(scores, max(1, k))
         return scores[top], row_ids[top]
 
     def sparse_scores_of(self, query: dict[int, float], row_ids: np.ndarray) -> np.ndarray:
-        """The exact lexical score of each of `row_ids`, in that order (0.0 when unknown)."""
+        """The exact lexical score of each of `row_ids`, in that order (0.0 when unknown or
+        hidden): only the requested columns of the query's token rows are read."""
         wanted = np.asarray(row_ids, np.int64)
-        if not len(wanted):
-            return np.zeros(0, np.float32)
-        with self._lock:
-            if self._sparse_matrix is None:
-                self._build_sparse()
-            matrix, stored = self._sparse_matrix, self._sparse_rows
-        assert matrix is not None
         out = np.zeros(len(wanted), np.float32)
+        matrix, stored = self._sparse()
         tokens = [t for t in query if 0 <= t < matrix.shape[0]]
-        if not tokens or not len(stored):
+        if not len(wanted) or not tokens or not len(stored):
             return out
         positions = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
         known = stored[positions] == wanted
+        if len(self._hidden):
+            known &= ~np.isin(wanted, self._hidden)
+        if not known.any():
+            return out
         weights = np.asarray([query[t] for t in tokens], np.float32)
         columns = matrix[tokens][:, positions[known]]
         out[known] = np.asarray(columns.T @ weights, np.float32).ravel()
         return out
 
-    def _lexical_scores(self, query: dict[int, float],
-                        rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Lexical score of every chunk (of `rows`, when given): (scores, row ids), aligned."""
+    def _sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
         with self._lock:
             if self._sparse_matrix is None:
                 self._build_sparse()
-            matrix, row_ids = self._sparse_matrix, self._sparse_rows
-        assert matrix is not None
+            assert self._sparse_matrix is not None
+            return self._sparse_matrix, self._sparse_rows
+
+    def _lexical_scores(self, query: dict[int, float],
+                        rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Lexical score of every chunk (of `rows`, when given): (scores, row ids), aligned;
+        hidden rows score 0.0 (never a top result)."""
+        matrix, row_ids = self._sparse()
         positions = None if rows is None else self._positions(rows, row_ids)
         tokens = [t for t in query if 0 <= t < matrix.shape[0]]
         if not tokens:
@@ -384,6 +536,8 @@ class HybridStore:
         else:
             weights = np.asarray([query[t] for t in tokens], np.float32)
             scores = np.asarray(matrix[tokens].T @ weights, np.float32).ravel()
+        if len(self._hidden_positions):
+            scores[self._hidden_positions] = 0.0
         if positions is None:
             return scores, row_ids
         return scores[positions], row_ids[positions]
@@ -394,12 +548,16 @@ class HybridStore:
         cached = self._positions_cache
         if cached is not None and cached[0] is rows and cached[1] is row_ids:
             return cached[2]
+        positions = self._positions_of(rows, row_ids)
+        self._positions_cache = (rows, row_ids, positions)
+        return positions
+
+    @staticmethod
+    def _positions_of(rows: np.ndarray, row_ids: np.ndarray) -> np.ndarray:
         positions = np.searchsorted(row_ids, rows)
         inside = positions < len(row_ids)
         positions = positions[inside]
-        positions = positions[row_ids[positions] == rows[inside]]
-        self._positions_cache = (rows, row_ids, positions)
-        return positions
+        return positions[row_ids[positions] == rows[inside]]
 
     def rows_of(self, sources: Sequence[str]) -> np.ndarray:
         found: list[int] = []
@@ -410,7 +568,10 @@ class HybridStore:
                 found += [r for (r,) in self._db.execute(
                     f"SELECT id FROM chunks WHERE source IN ({placeholders(len(batch))})",
                     batch)]
-        return np.unique(np.asarray(found, np.int64))
+        return self._visible(np.unique(np.asarray(found, np.int64)))
+
+    def _visible(self, rows: np.ndarray) -> np.ndarray:
+        return rows[~np.isin(rows, self._hidden)] if len(self._hidden) else rows
 
     def vectors(self, row_ids: Sequence[int]) -> np.ndarray:
         """Stored dense vectors for `row_ids` (from the CPU copy)."""
@@ -422,11 +583,14 @@ class HybridStore:
     def get_rows(self, row_ids: Sequence[int]) -> dict[int, StoredChunk]:
         if not len(row_ids):
             return {}
+        wanted = self._visible(np.asarray(row_ids, np.int64)).tolist()
+        found: list[Any] = []
         with self._lock:
-            found = self._db.execute(
-                f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN ({placeholders(len(row_ids))})",
-                [int(r) for r in row_ids],
-            ).fetchall()
+            for start in range(0, len(wanted), _SQL_BATCH):
+                batch = wanted[start:start + _SQL_BATCH]
+                found += self._db.execute(
+                    f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN ({placeholders(len(batch))})",
+                    batch).fetchall()
         return {chunk.row_id: chunk for chunk in stored_chunks(found)}
 
     def get_by_chunk_ids(self, chunk_ids: Sequence[str]) -> list[StoredChunk]:
@@ -434,13 +598,22 @@ class HybridStore:
         by_id = {c.chunk_id: c for c in rows.values()}
         return [by_id[c] for c in chunk_ids if c in by_id]
 
+    def row_ids_for(self, chunk_ids: Sequence[str]) -> list[int]:
+        """Row ids of `chunk_ids` that this store serves (hidden ones left out)."""
+        return self._visible(np.asarray(self._row_ids_for(chunk_ids), np.int64)).tolist()
+
     def _row_ids_for(self, chunk_ids: Sequence[str]) -> list[int]:
         if not chunk_ids:
             return []
+        found: list[int] = []
+        unique = list(chunk_ids)
         with self._lock:
-            return [r for (r,) in self._db.execute(
-                f"SELECT id FROM chunks WHERE chunk_id IN ({placeholders(len(chunk_ids))})",
-                list(chunk_ids))]
+            for start in range(0, len(unique), _SQL_BATCH):
+                batch = unique[start:start + _SQL_BATCH]
+                found += [r for (r,) in self._db.execute(
+                    f"SELECT id FROM chunks WHERE chunk_id IN ({placeholders(len(batch))})",
+                    batch)]
+        return found
 
     def files(self) -> dict[str, FileRecord]:
         with self._lock:
@@ -455,16 +628,36 @@ class HybridStore:
             found = self._db.execute(
                 f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE source = ? ORDER BY id",
                 (source,)).fetchall()
-        return stored_chunks(found)
+        hidden = set(self._hidden.tolist())
+        return [c for c in stored_chunks(found) if c.row_id not in hidden]
 
     def sparse_of(self, row_ids: Sequence[int]) -> dict[int, dict[int, float]]:
         if not len(row_ids):
             return {}
+        wanted = self._visible(np.asarray(row_ids, np.int64)).tolist()
+        found: list[Any] = []
         with self._lock:
-            found = self._db.execute(
-                "SELECT id, sparse_ids, sparse_weights FROM chunks "
-                f"WHERE id IN ({placeholders(len(row_ids))})",
-                [int(r) for r in row_ids]).fetchall()
+            for start in range(0, len(wanted), _SQL_BATCH):
+                batch = wanted[start:start + _SQL_BATCH]
+                found += self._db.execute(
+                    "SELECT id, sparse_ids, sparse_weights FROM chunks "
+                    f"WHERE id IN ({placeholders(len(batch))})", batch).fetchall()
         weights = {r: _sparse_arrays(i, w) for r, i, w in found}
         return {r: dict(zip(ids.tolist(), values.tolist(), strict=True))
                 for r, (ids, values) in weights.items()}
+
+    # --- sizes ---------------------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        """What the searches read: the dense index file and the sparse arrays (mapped or in
+        memory; SQLite rows are read per hit and not counted)."""
+        total = 0
+        dense = self.folder / DENSE_FILE
+        if self.read_only and dense.exists():
+            total += dense.stat().st_size
+        else:
+            total += int(self._index.ntotal) * (self.dim * 4 + 8)
+        matrix = self._sparse_matrix
+        if matrix is not None:
+            total += matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
+        return total + self._sparse_rows.nbytes
