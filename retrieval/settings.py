@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     chunk_size: int = Field(400, ge=32, description="chunk size in bge-m3 tokens")
     chunk_overlap: int = Field(60, ge=0, description="overlap between chunks in bge-m3 tokens")
     faiss_device: Literal["auto", "cpu", "cuda"] = "auto"
+    dense_index: Literal["auto", "flat", "ivf"] = Field(
+        "auto", description="local backend's dense index per segment: auto (exact flat below "
+        "KOTAE_IVF_MIN_CHUNKS chunks, IVF from there) | flat (always exact) | ivf")
+    ivf_min_chunks: int = Field(100_000, ge=1, description="auto: segments this large get IVF")
+    ivf_nprobe: int = Field(
+        32, ge=1, description="IVF cells a query scans: higher = better recall, slower")
+    ivf_lists: int | None = Field(
+        None, ge=1, description="IVF cells of a new segment; default about 4 x sqrt(chunks)")
     reindex_interval: float | None = Field(
         None, gt=0, description="kotae serve refreshes the index this often: 1h, 30m, 90s, "
         "1h30m or seconds; unset = never")
