@@ -29,19 +29,30 @@ BackendOpener = Callable[["Settings"], IndexVersions]
 
 def _open_local(settings: Settings) -> IndexVersions:
     from retrieval.stores.local import LocalVersions
+    from retrieval.stores.local.choice import DenseChoice
 
-    return LocalVersions(settings.index_dir, device=settings.faiss_device)
+    dense = DenseChoice(kind=settings.dense_index, ivf_min_chunks=settings.ivf_min_chunks,
+                        nprobe=settings.ivf_nprobe, lists=settings.ivf_lists)
+    return LocalVersions(settings.index_dir, device=settings.faiss_device, dense=dense)
 
 
-BACKENDS: dict[str, BackendOpener] = {"local": _open_local}
+def _open_milvus(settings: Settings) -> IndexVersions:
+    from retrieval.stores.milvus import MilvusVersions
+
+    return MilvusVersions.from_settings(settings)  # connects: unreachable fails at start
+
+
+BACKENDS: dict[str, BackendOpener] = {"local": _open_local, "milvus": _open_milvus}
 DEFAULT_BACKEND = "local"
 
 
-def open_store_backend(settings: Settings, backend: str = DEFAULT_BACKEND) -> IndexVersions:
-    """The index versions of `backend` as `settings` configure them; with KOTAE_REDIS_URL,
-    their lock is in Redis, shared by every replica (`retrieval.redis_state`)."""
+def open_store_backend(settings: Settings, backend: str | None = None) -> IndexVersions:
+    """The index versions of `backend` (default: KOTAE_STORE) as `settings` configure them;
+    with KOTAE_REDIS_URL, their lock is in Redis, shared by every replica
+    (`retrieval.redis_state`)."""
     from retrieval.redis_state import with_shared_lock
 
+    backend = backend or settings.store
     try:
         opener = BACKENDS[backend]
     except KeyError:
