@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from retrieval.errors import IndexMissing
-from retrieval.stores.base import ChunkReader, IndexVersions
+from retrieval.stores.base import ChunkReader, IndexDamaged, IndexVersions
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class ServedIndex:
         self._lock = threading.Lock()
         self._store: ChunkReader | None = None
         self._version: str | None = None
+        self._damaged: str | None = None  # a version that failed its checks: not retried
         self._checked_at = 0.0
 
     def store(self) -> ChunkReader:
@@ -40,13 +41,22 @@ class ServedIndex:
                     raise IndexMissing(
                         f"No index found in {self.versions.location}. Build it with `kotae "
                         "index` (or `/kotae reindex` in Slack, for admins).")
-                if version is not None and version != self._version:
+                if version is not None and version not in (self._version, self._damaged):
                     self._switch(version)
             assert self._store is not None
             return self._store
 
     def _switch(self, version: str) -> None:
-        store = self.versions.open_version(version)
+        try:
+            store = self.versions.open_version(version)
+        except IndexDamaged as error:
+            if self._store is None:
+                raise
+            # the version before keeps serving; the error names the damaged file
+            self._damaged = version
+            logger.error("index version %s not served, %s keeps serving: %s", version,
+                         self._version, error)
+            return
         # The previous store is not closed: searches still running on it hold their own
         # references, and it is garbage-collected once they finish.
         self._store, self._version = store, version
