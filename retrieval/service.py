@@ -120,8 +120,21 @@ class KotaeService:
             "retrieval_mode": self.mode,
             "index_dir": str(self.settings.index_dir),
             "embedding_cache": self._embedding_cache(),
+            "index_size": self._index_size(),
             "access": self.access_status(),
         }
+
+    def _index_size(self) -> str:
+        """Disk and memory of the served version, where the backend can tell without opening
+        it (the local backend reads its segment list; no FAISS)."""
+        version = self.index.version
+        sizes = getattr(self.index.versions, "sizes", None)
+        if version is None or sizes is None:
+            return "none" if version is None else "not reported by this backend"
+        found = sizes(version)
+        return (f"{_megabytes(found['disk_bytes'])} on disk, "
+                f"{_megabytes(found['memory_bytes'])} in memory (mapped files), "
+                f"{found['segments']} segment(s)")
 
     def _embedding_cache(self) -> str:
         """Size on disk and entries of the embedding cache (read-only; none before a build)."""
@@ -135,3 +148,7 @@ class KotaeService:
         if device == "auto":
             return "cuda:0" if cuda_available() else "cpu"
         return "cuda:0" if device == "cuda" else device
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:,.1f} MB"
