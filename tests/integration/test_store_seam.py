@@ -1,6 +1,6 @@
-"""The store seam: the local backend behind the protocols of retrieval.stores.base, the backend
-registry, the served version following a switch, the old import paths, and the versions side
-loading no FAISS (`kotae status` relies on it)."""
+"""The store seam: each backend (local, and milvus on a real Milvus Lite) behind the protocols of
+retrieval.stores.base, the backend registry, the served version following a switch, the old
+import paths, and the versions side loading no FAISS (`kotae status` relies on it)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from retrieval.stores import (
     open_store_backend,
 )
 from retrieval.stores.local import BUILDING_PREFIX, LocalVersions
+from retrieval.stores.milvus import MilvusVersions
+from tests.integration.milvus_fixtures import emptied, lite_versions
 
 DIM = 8
 REPO = Path(__file__).resolve().parents[2]
@@ -51,12 +53,45 @@ def publish(versions: IndexVersions, sources: list[str], base: str | None = None
     return build.version
 
 
+@pytest.fixture(scope="module")
+def milvus_versions(tmp_path_factory: pytest.TempPathFactory) -> MilvusVersions:
+    """One Milvus Lite file and collections for the module; each test empties them."""
+    versions = lite_versions(tmp_path_factory.mktemp("milvus") / "seam.db", "seam")
+    versions.begin_build(DIM).discard()  # creates the collections once
+    return versions
+
+
 @pytest.fixture
-def versions(tmp_path: Path) -> LocalVersions:
+def local_versions(tmp_path: Path) -> LocalVersions:
     return LocalVersions(tmp_path / "index", device="cpu")
 
 
-def test_the_local_backend_honours_the_protocols(versions: LocalVersions) -> None:
+@pytest.fixture(params=["local", "milvus"])
+def versions(request: pytest.FixtureRequest, tmp_path: Path) -> IndexVersions:
+    if request.param == "local":
+        return LocalVersions(tmp_path / "index", device="cpu")
+    return emptied(request.getfixturevalue("milvus_versions"))
+
+
+def unfinished_builds(versions: IndexVersions) -> list[object]:
+    """What a build left behind that no reader may see."""
+    if isinstance(versions, LocalVersions):
+        return list(versions.layout.versions_dir.glob(f"{BUILDING_PREFIX}*"))
+    assert isinstance(versions, MilvusVersions)
+    current = versions.current_version()
+    seen = versions.open_version(current).count if current else 0
+    stored = versions.stored_rows()["chunks"]
+    return [*versions.open_builds(), *(["unseen rows"] if stored != seen else [])]
+
+
+def kept_versions(versions: IndexVersions) -> list[str]:
+    if isinstance(versions, LocalVersions):
+        return [p.name for p in versions.layout.versions_dir.iterdir()]
+    assert isinstance(versions, MilvusVersions)
+    return [key.removeprefix("version:") for key, _b in versions.meta_rows.listed("version")]
+
+
+def test_each_backend_honours_the_protocols(versions: IndexVersions) -> None:
     assert isinstance(versions, IndexVersions)
     build = versions.begin_build(DIM)
     assert isinstance(build, IndexBuild) and isinstance(build.store, ChunkStore)
@@ -71,12 +106,23 @@ def test_open_store_backend_picks_the_backend_by_name(tmp_path: Path) -> None:
     versions = open_store_backend(settings)
     assert isinstance(versions, LocalVersions)
     assert versions.location == str(tmp_path / "index") and versions.device == "cpu"
-    with pytest.raises(ValueError, match="unknown index backend 'milvus'; known: local"):
-        open_store_backend(settings, "milvus")
+    with pytest.raises(ValueError, match="unknown index backend 'nosuch'; known: local, milvus"):
+        open_store_backend(settings, "nosuch")
+
+
+def test_kotae_store_milvus_opens_milvus_lite_at_the_uri(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, index_dir=tmp_path / "index",  # type: ignore[call-arg]
+                        store="milvus", milvus_uri=str(tmp_path / "m" / "kotae.db"),
+                        milvus_collection="picked")
+    versions = open_store_backend(settings)
+    assert isinstance(versions, MilvusVersions)
+    assert versions.location == f"milvus {tmp_path / 'm' / 'kotae.db'} db=default collection=picked"
+    assert versions.current_version() is None  # nothing built: no collection created either
+    assert not versions.milvus.has("chunks")
 
 
 def test_a_build_from_a_version_starts_with_its_chunks_and_leaves_it_as_it_was(
-        versions: LocalVersions) -> None:
+        versions: IndexVersions) -> None:
     first = publish(versions, ["a.md", "b.md"])
     build = versions.begin_build(DIM, base=first)
     assert build.store.count == 2 and set(build.store.files()) == {"a.md", "b.md"}
@@ -89,24 +135,24 @@ def test_a_build_from_a_version_starts_with_its_chunks_and_leaves_it_as_it_was(
 
 
 def test_a_discarded_build_leaves_nothing_and_the_served_version_serves(
-        versions: LocalVersions) -> None:
+        versions: IndexVersions) -> None:
     first = publish(versions, ["a.md"])
     served = ServedIndex(versions, check_interval_s=0)
     build = versions.begin_build(DIM, base=first)
     build.store.delete_source("a.md")
     build.discard()
     assert versions.current_version() == first and served.store().count == 1
-    assert not list(versions.layout.versions_dir.glob(f"{BUILDING_PREFIX}*"))
+    assert not unfinished_builds(versions)
 
 
-def test_prune_keeps_the_served_version_and_one_before_it(versions: LocalVersions) -> None:
+def test_prune_keeps_the_served_version_and_one_before_it(versions: IndexVersions) -> None:
     made = [publish(versions, [f"{i}.md"]) for i in range(4)]
-    kept = [p.name for p in versions.layout.versions_dir.iterdir()]
+    kept = kept_versions(versions)
     assert len(kept) == 2 and made[-1] in kept
     assert versions.current_version() == made[-1]
 
 
-def test_the_served_index_follows_a_switch(versions: LocalVersions) -> None:
+def test_the_served_index_follows_a_switch(versions: IndexVersions) -> None:
     served = ServedIndex(versions, check_interval_s=0)
     with pytest.raises(IndexMissing, match=f"No index found in {versions.location}"):
         served.store()
@@ -119,7 +165,7 @@ def test_the_served_index_follows_a_switch(versions: LocalVersions) -> None:
     assert manifest is not None and manifest["version"] == second
 
 
-def test_the_lock_admits_one_indexer_and_names_the_holder(versions: LocalVersions) -> None:
+def test_the_lock_admits_one_indexer_and_names_the_holder(versions: IndexVersions) -> None:
     with versions.lock("U123 via Slack"), pytest.raises(IndexLocked, match="U123 via Slack"), \
             versions.lock("cli"):
         pass
@@ -145,7 +191,9 @@ def test_the_old_import_paths_name_the_same_objects() -> None:
     assert issubclass(old_versions.LiveIndex, ServedIndex)
 
 
-def test_reading_versions_imports_no_faiss_until_one_is_opened(versions: LocalVersions) -> None:
+def test_reading_versions_imports_no_faiss_until_one_is_opened(
+        local_versions: LocalVersions) -> None:
+    versions = local_versions
     publish(versions, ["a.md"])
     probe = (
         "import sys\n"
@@ -178,10 +226,11 @@ def test_callers_import_no_backend_at_module_level(module: str) -> None:
 
 
 def test_prune_keeps_the_newest_previous_version_even_within_one_second(
-        versions: LocalVersions) -> None:
+        local_versions: LocalVersions) -> None:
     """Version names carry a one-second timestamp and a random suffix: within one second the
     suffix must not decide which previous version survives."""
-    layout = versions.layout
+    layout = local_versions.layout
+    versions = local_versions
     names = ["v20260101T000000-ffffff", "v20260101T000000-aaaaaa", "v20260101T000000-000000"]
     for created_at, name in enumerate(names, start=1):  # made in this order
         build_dir = layout.versions_dir / f"{BUILDING_PREFIX}{name}"
