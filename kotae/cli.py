@@ -91,7 +91,10 @@ def main(verbose: Annotated[bool, typer.Option(
 def _service(settings: Settings | None = None) -> KotaeService:
     from retrieval.service import KotaeService
 
-    return KotaeService(settings or _settings())
+    try:
+        return KotaeService(settings or _settings())
+    except KotaeError as error:  # the index backend unreachable at start (KOTAE_MILVUS_URI)
+        _fail(error)
 
 
 @app.command()
@@ -374,6 +377,27 @@ def feedback(
     for record in records:
         if everything or record.get("type") == "vote":
             typer.echo(json.dumps(record, ensure_ascii=False))
+
+
+@app.command("migrate-to-milvus")
+def migrate_to_milvus(as_json: JsonOption = False) -> None:
+    """Copy the served local index (KOTAE_INDEX_DIR) into Milvus (KOTAE_MILVUS_URI) without
+    re-embedding anything; then set KOTAE_STORE=milvus."""
+    from retrieval.stores.milvus.migrate import migrate_local_to_milvus
+
+    settings = _settings()
+    try:
+        summary = migrate_local_to_milvus(settings)
+    except KotaeError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        _interrupted("nothing was changed; Milvus serves what it served before.")
+    if as_json:
+        console.print_json(json.dumps(vars(summary), ensure_ascii=False))
+        return
+    console.print(f"copied {summary.source_version} ({summary.chunks} chunks, {summary.files} "
+                  f"files) into Milvus as {summary.version} in {summary.seconds:.1f}s; "
+                  "set KOTAE_STORE=milvus to serve it", markup=False)
 
 
 @app.command("tiny-model")
