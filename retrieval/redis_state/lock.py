@@ -5,7 +5,10 @@ value names the holder (who, host, pid, since when), so a refused indexer is tol
 it. A holder renews the expiry every third of it while it runs, so a long reindex keeps the
 lock and a crashed one (kill -9, a lost machine) frees it after KOTAE_REDIS_LOCK_TTL_S.
 Release and renewal compare the stored token first (redis-py's `Lock`, a Lua script): a
-holder whose lock expired never deletes or extends the next holder's.
+holder whose lock expired never deletes or extends the next holder's. The backend's own lock
+is taken too, after Redis's (see `SharedLockVersions`). The key is per index location: two
+replicas lock each other out only when they index the same index (one Milvus collection, one
+shared folder); replicas with a local index each on their own disk lock nothing of each other.
 
 A build is fenced: just before it is published the holder renews the lock once more, and a
 lock that was lost (expired, or Redis unreachable) refuses the publish — the build is
@@ -205,8 +208,10 @@ class FencedBuild:
 
 
 class SharedLockVersions:
-    """Any backend's `IndexVersions`, with its lock in Redis instead of the backend's own.
-    Everything else — the served version included — is the backend's."""
+    """Any backend's `IndexVersions`, locked in Redis first — across every replica — and then
+    with the backend's own lock too (a process on this machine started without
+    KOTAE_REDIS_URL still sees the indexer). Everything else, the served version included, is
+    the backend's."""
 
     def __init__(self, versions: IndexVersions, lock: RedisIndexLock) -> None:
         self.backend = versions
@@ -228,7 +233,7 @@ class SharedLockVersions:
 
     @contextlib.contextmanager
     def lock(self, holder: str) -> Iterator[None]:
-        with self.shared_lock.hold(holder) as held:
+        with self.shared_lock.hold(holder) as held, self.backend.lock(holder):
             self._held = held
             try:
                 yield

@@ -146,6 +146,23 @@ def test_a_build_is_not_published_when_redis_goes_away_before_the_switch(
     assert versions.current_version() == build.version
 
 
+def test_an_indexer_without_redis_on_the_same_folder_still_counts(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """`kotae index` run without KOTAE_REDIS_URL beside the replicas: the backend's own lock
+    (a file lock) is taken after Redis's, so neither indexer runs over the other."""
+    settings = Settings(_env_file=None, index_dir=tmp_path / "index",  # type: ignore[call-arg]
+                        redis_url=redis_server.url, redis_prefix="kotae-test:")
+    shared = open_store_backend(settings)
+    other = LocalVersions(tmp_path / "index")
+    with other.lock("kotae index without Redis"), \
+            pytest.raises(IndexLocked, match="kotae index without Redis"), shared.lock("bot"):
+        pass
+    assert redis_server.client().keys("kotae-test:index-lock:*") == []  # Redis's released
+    with shared.lock("bot"), pytest.raises(IndexLocked, match="bot"), \
+            other.lock("kotae index without Redis"):
+        pass
+
+
 def test_without_a_redis_url_the_backend_keeps_its_own_lock(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, index_dir=tmp_path / "index")  # type: ignore[call-arg]
     assert isinstance(open_store_backend(settings), LocalVersions)
