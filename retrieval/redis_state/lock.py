@@ -6,9 +6,11 @@ it. A holder renews the expiry every third of it while it runs, so a long reinde
 lock and a crashed one (kill -9, a lost machine) frees it after KOTAE_REDIS_LOCK_TTL_S.
 Release and renewal compare the stored token first (redis-py's `Lock`, a Lua script): a
 holder whose lock expired never deletes or extends the next holder's. The backend's own lock
-is taken too, after Redis's (see `SharedLockVersions`). The key is per index location: two
-replicas lock each other out only when they index the same index (one Milvus collection, one
-shared folder); replicas with a local index each on their own disk lock nothing of each other.
+is taken too, after Redis's (see `SharedLockVersions`). The key names the index (`scope`):
+replicas lock each other out only when they index the same one — one Milvus collection, or
+one local folder on one machine. A local index is one machine's: replicas on several machines,
+each with its own local folder, each refresh their own (the same path on two machines is two
+indexes, not one).
 
 A build is fenced: just before it is published the holder renews the lock once more, and a
 lock that was lost (expired, or Redis unreachable) refuses the publish — the build is
@@ -28,6 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrieval.errors import IndexLocked, KotaeError
@@ -258,6 +261,16 @@ def with_shared_lock(versions: IndexVersions, settings: Settings) -> IndexVersio
     if settings.redis_url is None:
         return versions
     lock = RedisIndexLock(settings.redis_url.get_secret_value(),
-                          key=f"{settings.redis_prefix}index-lock:{versions.location}",
+                          key=f"{settings.redis_prefix}index-lock:{scope(versions)}",
                           ttl_s=settings.redis_lock_ttl_s, location=versions.location)
     return SharedLockVersions(versions, lock)
+
+
+def scope(versions: IndexVersions) -> str:
+    """What identifies the index for its lock: the backend's location, and for a local folder
+    the machine too (its absolute path alone names a different index on each machine)."""
+    from retrieval.stores.local import LocalVersions
+
+    if isinstance(versions, LocalVersions):
+        return f"{socket.gethostname()}:{Path(versions.location).resolve()}"
+    return versions.location

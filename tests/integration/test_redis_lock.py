@@ -168,3 +168,19 @@ def test_without_a_redis_url_the_backend_keeps_its_own_lock(tmp_path: Path) -> N
     assert isinstance(open_store_backend(settings), LocalVersions)
     backend = LocalVersions(tmp_path / "index")
     assert with_shared_lock(backend, settings) is backend
+
+
+def test_a_local_index_is_locked_per_machine_and_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same relative path from another working directory is the same folder; the same
+    path on another machine is another index (its replica refreshes its own)."""
+    import socket
+
+    from retrieval.redis_state.lock import scope
+
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    relative = scope(LocalVersions(Path("../index")))
+    monkeypatch.chdir(REPO_ROOT)
+    assert relative == scope(LocalVersions(tmp_path / "index"))
+    assert relative == f"{socket.gethostname()}:{(tmp_path / 'index').resolve()}"
