@@ -255,6 +255,13 @@ class SharedLockVersions:
     def open_version(self, version: str) -> ChunkReader:
         return self.backend.open_version(version)
 
+    def __getattr__(self, name: str) -> Any:
+        """A backend's optional extras (the local backend's `sizes`, which `kotae status`
+        looks for) stay visible through the wrapper."""
+        if name == "backend":  # not set yet: never recurse
+            raise AttributeError(name)
+        return getattr(self.backend, name)
+
 
 def with_shared_lock(versions: IndexVersions, settings: Settings) -> IndexVersions:
     """`versions` with the lock in Redis when KOTAE_REDIS_URL is set; else as it is."""

@@ -184,3 +184,14 @@ def test_a_local_index_is_locked_per_machine_and_folder(
     monkeypatch.chdir(REPO_ROOT)
     assert relative == scope(LocalVersions(tmp_path / "index"))
     assert relative == f"{socket.gethostname()}:{(tmp_path / 'index').resolve()}"
+
+
+def test_the_backend_s_extras_stay_visible_through_the_shared_lock(
+        redis_server: RedisServer, sample_index_dir: Path, tiny_model_dir: Path) -> None:
+    from retrieval.service import KotaeService
+
+    settings = Settings(_env_file=None, index_dir=sample_index_dir,  # type: ignore[call-arg]
+                        embedding_model=str(tiny_model_dir), redis_url=redis_server.url)
+    status = KotaeService(settings).status()
+    assert isinstance(KotaeService(settings).index.versions, SharedLockVersions)
+    assert status["index_size"].endswith("segment(s)"), status["index_size"]
