@@ -114,8 +114,9 @@ def run_bot(settings: BotSettings, service: KotaeService, *,
     is reachable (the CLI prints it).
 
     Raises, before serving, a KotaeError that says what to fix: SlackUnavailable (Slack
-    cannot be reached, or refuses a token), CannotListen (HTTP mode: the port), or
-    PromptInvalid (a broken KOTAE_PROMPTS_DIR).
+    cannot be reached, or refuses a token), CannotListen (HTTP mode: the port),
+    PromptInvalid (a broken KOTAE_PROMPTS_DIR), or RedisUnavailable (KOTAE_REDIS_URL set and
+    Redis not answering: replicas must not start without the state they share).
     """
     service.check_answer_setup()  # a broken custom prompt stops here, not at a question
     app, _ctx = create_app(settings, service)  # Slack unreachable, or the token refused: stop
