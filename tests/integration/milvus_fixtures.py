@@ -45,19 +45,31 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def lite_server(db: Path) -> Iterator[str]:
-    """A Milvus Lite server on a localhost TCP port, serving `db` to any number of processes;
-    yields its URI (http://127.0.0.1:PORT)."""
-    from milvus_lite.server import Server
+class LiteServer:
+    """A Milvus Lite server on a localhost TCP port, serving `db` to any number of processes
+    at `uri` (http://127.0.0.1:PORT)."""
 
-    port = free_port()
-    server = Server(str(db), address=f"127.0.0.1:{port}")
-    if not server.start():
-        raise RuntimeError(f"milvus-lite did not start on {db}")
+    def __init__(self, db: Path) -> None:
+        from milvus_lite.server import Server
+
+        db.parent.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self._server = Server(str(db), address=f"127.0.0.1:{self.port}")
+        if not self._server.start():
+            raise RuntimeError(f"milvus-lite did not start on {db}")
+        _wait_for(self.port)
+
+    def stop(self) -> None:
+        """Stop the server process this object started (by its own handle)."""
+        self._server.stop()
+
+
+@contextmanager
+def lite_server(db: Path) -> Iterator[LiteServer]:
+    server = LiteServer(db)
     try:
-        _wait_for(port)
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
         server.stop()
 
