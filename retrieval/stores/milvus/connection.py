@@ -140,9 +140,11 @@ def connect(config: MilvusConfig) -> MilvusClient:
 class Milvus:
     """The calls kotae makes, each with a timeout and our error (see the module docstring)."""
 
-    def __init__(self, config: MilvusConfig, client: MilvusClient | None = None) -> None:
+    def __init__(self, config: MilvusConfig, client: MilvusClient | None = None, *,
+                 timeout_s: float = CALL_TIMEOUT_S) -> None:
         self.config = config
         self.client = client if client is not None else connect(config)
+        self.timeout_s = timeout_s
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -159,47 +161,47 @@ class Milvus:
 
     def has(self, kind: str) -> bool:
         with self._errors("listing collections"):
-            return bool(self.client.has_collection(self.name(kind), timeout=CALL_TIMEOUT_S))
+            return bool(self.client.has_collection(self.name(kind), timeout=self.timeout_s))
 
     def create(self, kind: str, schema: Any, index_params: Any) -> None:
         with self._errors(f"creating {self.name(kind)}"):
             self.client.create_collection(self.name(kind), schema=schema,
                                           index_params=index_params,
-                                          consistency_level="Strong", timeout=CALL_TIMEOUT_S)
+                                          consistency_level="Strong", timeout=self.timeout_s)
 
     def load(self, kind: str) -> None:
         with self._errors(f"loading {self.name(kind)}"):
-            self.client.load_collection(self.name(kind), timeout=CALL_TIMEOUT_S)
+            self.client.load_collection(self.name(kind), timeout=self.timeout_s)
 
     def drop(self, kind: str) -> None:
         with self._errors(f"dropping {self.name(kind)}"):
-            self.client.drop_collection(self.name(kind), timeout=CALL_TIMEOUT_S)
+            self.client.drop_collection(self.name(kind), timeout=self.timeout_s)
 
     def insert(self, kind: str, rows: list[dict[str, Any]]) -> None:
         if rows:
             with self._errors(f"inserting into {self.name(kind)}"):
-                self.client.insert(self.name(kind), rows, timeout=CALL_TIMEOUT_S)
+                self.client.insert(self.name(kind), rows, timeout=self.timeout_s)
 
     def upsert(self, kind: str, rows: list[dict[str, Any]]) -> None:
         if rows:
             with self._errors(f"writing {self.name(kind)}"):
-                self.client.upsert(self.name(kind), rows, timeout=CALL_TIMEOUT_S)
+                self.client.upsert(self.name(kind), rows, timeout=self.timeout_s)
 
     def delete(self, kind: str, *, ids: list[Any] | None = None, where: str | None = None) -> None:
         if ids is not None and not ids:
             return
         with self._errors(f"deleting from {self.name(kind)}"):
             if ids is not None:
-                self.client.delete(self.name(kind), ids=ids, timeout=CALL_TIMEOUT_S)
+                self.client.delete(self.name(kind), ids=ids, timeout=self.timeout_s)
             else:
-                self.client.delete(self.name(kind), filter=where, timeout=CALL_TIMEOUT_S)
+                self.client.delete(self.name(kind), filter=where, timeout=self.timeout_s)
 
     def get(self, kind: str, ids: list[Any], fields: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
         with self._errors(f"reading {self.name(kind)}"):
             return list(self.client.get(self.name(kind), ids=ids, output_fields=fields,
-                                        timeout=CALL_TIMEOUT_S))
+                                        timeout=self.timeout_s))
 
     def query(self, kind: str, where: str, fields: list[str], *,
               limit: int | None = None) -> list[dict[str, Any]]:
@@ -209,11 +211,11 @@ class Milvus:
             if limit is not None:
                 return list(self.client.query(self.name(kind), filter=where,
                                               output_fields=fields, limit=limit,
-                                              timeout=CALL_TIMEOUT_S))
+                                              timeout=self.timeout_s))
             found: list[dict[str, Any]] = []
             iterator = self.client.query_iterator(self.name(kind), batch_size=4096,
                                                   filter=where, output_fields=fields,
-                                                  timeout=CALL_TIMEOUT_S)
+                                                  timeout=self.timeout_s)
             try:
                 while batch := iterator.next():
                     found.extend(batch)
@@ -224,7 +226,7 @@ class Milvus:
     def count(self, kind: str, where: str) -> int:
         with self._errors(f"counting {self.name(kind)}"):
             found = self.client.query(self.name(kind), filter=where,
-                                      output_fields=["count(*)"], timeout=CALL_TIMEOUT_S)
+                                      output_fields=["count(*)"], timeout=self.timeout_s)
         return int(found[0]["count(*)"]) if found else 0
 
     def search(self, kind: str, data: list[Any], field: str, limit: int, where: str,
@@ -232,8 +234,8 @@ class Milvus:
         with self._errors(f"searching {self.name(kind)}"):
             return [list(hits) for hits in self.client.search(
                 self.name(kind), data=data, anns_field=field, limit=limit, filter=where,
-                search_params=params, output_fields=fields, timeout=CALL_TIMEOUT_S)]
+                search_params=params, output_fields=fields, timeout=self.timeout_s)]
 
     def flush(self, kind: str) -> None:
         with self._errors(f"flushing {self.name(kind)}"):
-            self.client.flush(self.name(kind), timeout=CALL_TIMEOUT_S)
+            self.client.flush(self.name(kind), timeout=self.timeout_s)
