@@ -29,6 +29,7 @@ CASES = {
                   "--check", "5", "--no-write"], "bit-identical to the chunk encoded alone"),
     "replicas": (["bench.replicas", "--mentions", "3", "--llm-delay", "0.1", "--no-write"],
                  "questions answered more than once"),
+    "milvus": (["bench.milvus", "--quick", "--no-write"], "same top-k as local"),
 }
 
 
