@@ -25,6 +25,8 @@ CASES = {
     "slack": (["bench.slack", "--mentions", "4", "--commands", "1", "--llm-delay", "0.1",
                "--no-write"], "slash command ack"),
     "access": (["bench.access", "--quick", "--no-write"], "filtered / unfiltered p50"),
+    "scale": (["bench.scale", "--quick", "--no-before", "--no-write", "--cache", "{tmp}/scale"],
+              "| 3,000 | segments + IVF |"),
     "indexing": (["bench.indexing", "--quick", "--only", "throughput,edit,kill,refresh",
                   "--check", "5", "--no-write"], "bit-identical to the chunk encoded alone"),
     "replicas": (["bench.replicas", "--mentions", "3", "--llm-delay", "0.1", "--no-write"],
@@ -37,6 +39,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_benchmark_runs(name: str, tmp_path: Path) -> None:
     args, expected = CASES[name]
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
     env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
            "HOME": str(tmp_path)}
     results_file = REPO_ROOT / "bench" / "RESULTS.md"

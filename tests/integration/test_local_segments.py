@@ -5,6 +5,7 @@ and pruning of the segments no version lists."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import faiss
@@ -45,7 +46,8 @@ def publish(versions: LocalVersions, edits: dict[str, int | None],
         build.store.delete_source(source)
         if seed is not None:
             add_source(build.store, source, seed)
-    build.publish({"version": build.version, "dim": DIM, "chunks": build.store.count})
+    build.publish({"version": build.version, "dim": DIM, "chunks": build.store.count,
+                   "created_at": time.time()})  # prune orders versions by it
     versions.prune()
     return build.version
 
@@ -222,3 +224,27 @@ def test_opening_maps_the_segment_instead_of_reading_it(versions: LocalVersions)
     assert sizes["memory_bytes"] == (segment_dir / "dense.faiss").stat().st_size + (
         segment_dir / "sparse.npz").stat().st_size
     assert os.path.exists(segment_dir / "dense.faiss")
+
+
+def test_small_segments_searched_with_numpy_match_faiss(
+        versions: LocalVersions, monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrieval.stores.local import store as store_module
+
+    first = publish(versions, {f"s{i}.md": i for i in range(30)})
+    second = publish(versions, {"s4.md": None, "s7.md": 70}, base=first)
+    queries = vectors_of(4242, 3)
+
+    def searches() -> list[tuple[np.ndarray, np.ndarray]]:
+        store = versions.open_version(second)
+        visible = store.rows_of([f"s{i}.md" for i in range(0, 30, 3)])
+        return [store.search_dense(queries, 7), store.search_dense(queries, 7, rows=visible),
+                store.search_dense(queries, 200, rows=visible[:3]),
+                store.search_dense(queries, 5, rows=visible[:0])]
+
+    with_numpy = searches()
+    monkeypatch.setattr(store_module, "_SMALL_FLAT", 0)  # every segment through FAISS
+    with_faiss = searches()
+    for (np_scores, np_ids), (f_scores, f_ids) in zip(with_numpy, with_faiss, strict=True):
+        np.testing.assert_array_equal(np_ids, f_ids)
+        found = f_ids >= 0
+        np.testing.assert_allclose(np_scores[found], f_scores[found], rtol=1e-5)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.stores.base import FileRecord, StoredChunk
+from retrieval.stores.base import FileRecord, IndexDamaged, StoredChunk
 from retrieval.stores.local.arrays import check_files, file_facts
 from retrieval.stores.local.choice import DenseChoice
 from retrieval.stores.local.dense import trained_quantizer
@@ -60,8 +60,12 @@ def open_segment(folder: Path, entry: SegmentEntry, dim: int, *, device: str,
     """A listed segment, read-only, its files checked against what was recorded at publish
     (IndexDamaged names the first one that differs)."""
     check_files(folder, entry.files)
-    store = HybridStore(folder, dim, device=device, gpu_fp16=gpu_fp16, read_only=True,
-                        dense=dense)
+    try:
+        store = HybridStore(folder, dim, device=device, gpu_fp16=gpu_fp16, read_only=True,
+                            dense=dense)
+    except (RuntimeError, ValueError, OSError, sqlite3.DatabaseError) as error:
+        # a file of the recorded size whose contents FAISS, NumPy or SQLite refuse
+        raise IndexDamaged(f"{folder} cannot be read ({error})", folder) from error
     mine = deleted[(deleted >= entry.first_row) & (deleted < entry.end_row)]
     if len(mine):
         store.hide(mine)

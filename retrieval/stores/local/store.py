@@ -65,6 +65,10 @@ from retrieval.stores.local.docstore import (
 logger = logging.getLogger(__name__)
 
 _SQL_BATCH = 900  # values per `IN (...)`: under SQLite's oldest bound-parameter limit
+# Read-only flat segments up to this size are scored with one NumPy product instead of a FAISS
+# call: FAISS starts its OpenMP team for every search, which costs milliseconds on a busy
+# 2-core machine for the few vectors of a delta segment.
+_SMALL_FLAT = 4096
 
 
 def _fsync(path: Path) -> None:
@@ -114,6 +118,7 @@ class HybridStore:
         self._hidden = np.zeros(0, np.int64)  # rows a later version deleted (see `hide`)
         self._hidden_selector: Any = None
         self._hidden_positions = np.zeros(0, np.int64)
+        self._flat_view: tuple[np.ndarray, np.ndarray] | None = None  # see _search_small_flat
         self._sparse_matrix: sp.csr_matrix | None = None
         # the last filter's FAISS selector and sparse positions (see `_selector`)
         self._selectors: tuple[np.ndarray, Any] | None = None
@@ -362,8 +367,11 @@ class HybridStore:
               np.concatenate(cols) if cols else np.zeros(0, np.int32))),
             shape=(vocab, len(row_ids)),
         )
-        # Row-major over tokens: a query reads a few token rows across all chunks.
-        self._sparse_matrix = matrix.tocsr()
+        # Row-major over tokens: a query reads a few token rows across all chunks. Positions
+        # ascend within a token's row (sparse_scores_of binary-searches them).
+        csr = matrix.tocsr()
+        csr.sort_indices()
+        self._sparse_matrix = csr
         self._sparse_rows = np.asarray(row_ids, np.int64)
 
     # --- reading -------------------------------------------------------------------------------
@@ -417,6 +425,8 @@ class HybridStore:
         would miss visible rows in other cells). That runs on the CPU copy: GPU flat indexes
         take no selector. An IVF index scans `dense_choice.nprobe` cells: approximate."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if self.read_only and not self.is_ivf and self._index.ntotal <= _SMALL_FLAT:
+            return self._search_small_flat(queries, k, rows)
         if rows is not None:
             return self._search_dense_among(queries, k, rows)
         k = max(1, min(k, self.count or 1))
@@ -428,6 +438,38 @@ class HybridStore:
                 return self._gpu_index.search(queries, k)
         params = search_params(self._index, self.dense_choice.nprobe, self._hidden_selector)
         return self._index.search(queries, k, params=params)
+
+    def _search_small_flat(self, queries: np.ndarray, k: int,
+                           rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over a small read-only flat index with NumPy (same scores as FAISS's
+        inner product), hidden rows and rows outside `rows` left out."""
+        if self._flat_view is None:
+            count = int(self._index.ntotal)
+            inner = faiss.downcast_index(self._index.index)
+            vectors = faiss.rev_swig_ptr(inner.get_xb(), count * self.dim).reshape(
+                count, self.dim) if count else np.zeros((0, self.dim), np.float32)
+            self._flat_view = (vectors, faiss.vector_to_array(self._index.id_map))
+        vectors, ids = self._flat_view
+        k = max(1, k)
+        keep = np.ones(len(ids), bool)
+        if len(self._hidden):
+            keep &= ~np.isin(ids, self._hidden)
+        if rows is not None:
+            keep &= np.isin(ids, rows)
+        candidates, candidate_ids = vectors[keep], ids[keep]
+        # as many columns as the FAISS calls return: min(k, count), min(k, len(rows)), or k
+        # for an empty filter
+        columns = (max(1, min(k, self.count or 1)) if rows is None
+                   else min(k, len(rows)) if len(rows) else k)
+        scores = np.full((len(queries), columns), -np.inf, np.float32)
+        found = np.full((len(queries), columns), -1, np.int64)
+        top = min(columns, len(candidate_ids))
+        if top:
+            similarities = queries @ candidates.T
+            for q, row in enumerate(similarities):
+                best = np.argsort(-row, kind="stable")[:top]
+                scores[q, :top], found[q, :top] = row[best], candidate_ids[best]
+        return scores, found
 
     def _search_dense_among(self, queries: np.ndarray, k: int,
                             rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -499,7 +541,8 @@ class HybridStore:
 
     def sparse_scores_of(self, query: dict[int, float], row_ids: np.ndarray) -> np.ndarray:
         """The exact lexical score of each of `row_ids`, in that order (0.0 when unknown or
-        hidden): only the requested columns of the query's token rows are read."""
+        hidden): each query token's postings (ascending positions) are binary-searched for
+        the rows asked, so nothing is copied or scored beyond them."""
         wanted = np.asarray(row_ids, np.int64)
         out = np.zeros(len(wanted), np.float32)
         matrix, stored = self._sparse()
@@ -512,9 +555,18 @@ class HybridStore:
             known &= ~np.isin(wanted, self._hidden)
         if not known.any():
             return out
-        weights = np.asarray([query[t] for t in tokens], np.float32)
-        columns = matrix[tokens][:, positions[known]]
-        out[known] = np.asarray(columns.T @ weights, np.float32).ravel()
+        asked = positions[known]
+        scores = np.zeros(len(asked), np.float32)
+        indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+        for token in tokens:
+            start, stop = int(indptr[token]), int(indptr[token + 1])
+            if start == stop:
+                continue
+            postings = indices[start:stop]
+            at = np.minimum(np.searchsorted(postings, asked), stop - start - 1)
+            hit = postings[at] == asked
+            scores[hit] += np.float32(query[token]) * data[start:stop][at[hit]]
+        out[known] = scores
         return out
 
     def _sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
