@@ -10,8 +10,8 @@ At each size (default 100k and 1M synthetic chunks), in one run:
 - **publish one changed file**: a version from the served one with one 20-chunk file
   replaced: wall time (begin_build -> publish) and the bytes of every file it created;
 - **search**: `HybridRetriever.search` (hybrid, k = 10, candidates = 50, precomputed query
-  views) on today's flat index and on the IVF index at several nprobe, queries round-robin
-  across contenders; recall@10 of each against the flat (exact) results, hybrid and dense.
+  views) on today's flat index and on the IVF index at several nprobe, each contender once a
+  query in a shuffled order; recall@10 of each against the flat (exact) results, hybrid and dense.
 
 The corpus: 1024-d unit vectors in topical clusters (a shared direction, subjects, topics,
 documents of 20 chunks, noise in a 32-d subspace plus isotropic noise) calibrated so a query's
@@ -293,7 +293,8 @@ def work_publish(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def work_search(job: dict[str, Any]) -> dict[str, Any]:
-    """Round-robin over contenders per query: today's flat index and IVF at each nprobe."""
+    """Every contender once per query, in a shuffled order: today's flat index and IVF at
+    each nprobe."""
     import faiss
 
     from bench.retrieval import FixedQueryViews
@@ -323,8 +324,10 @@ def work_search(job: dict[str, Any]) -> dict[str, Any]:
             retriever.search(name)
     times: dict[str, list[float]] = {name: [] for name in retrievers}
     hits: dict[str, list[list[str]]] = {name: [] for name in retrievers}
-    for name in names:
-        for contender, retriever in retrievers.items():
+    order = np.random.default_rng(5)
+    for name in names:  # contenders in a new order each query: none always follows the flat
+        for contender in order.permutation(list(retrievers)).tolist():
+            retriever = retrievers[contender]
             started = time.perf_counter()
             found = retriever.search(name)
             times[contender].append(time.perf_counter() - started)
@@ -494,7 +497,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, run: Any) ->
         run.heading("A million chunks: today's local index vs segments + IVF"),
         run.machine_now(),
         "Shared machine: other sessions ran beside this one (see the load average); the "
-        "contenders of each table ran in the same run, round-robin where timed per query.",
+        "contenders of each table ran in the same run; searches: each contender once per "
+        "query, in a shuffled order.",
         f"### Search: HybridRetriever.search, hybrid, k = 10, candidates = 50, "
         f"{args.queries} queries (precomputed views), FAISS threads = {args.threads}; recall@10 "
         "against today's flat (exact) results",
