@@ -18,11 +18,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from retrieval.errors import KotaeError
+
 if TYPE_CHECKING:
     import numpy as np
 
 
-class IndexDamaged(RuntimeError):
+class IndexDamaged(KotaeError):
     """A file of an index version is missing or not what was written (a torn copy, a full
     disk, a bad block). Detected when the version is opened; the version served before it
     keeps serving, and `kotae index --full` rebuilds from the documents."""

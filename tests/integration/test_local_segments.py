@@ -136,6 +136,11 @@ def test_ivf_segments_find_what_flat_finds_and_compaction_reuses_the_centroids(
     np.testing.assert_array_equal(store.search_dense(queries, 10)[1],
                                   exact.search_dense(queries, 10)[1])
     np.testing.assert_allclose(store.vectors([5, 9]), exact.vectors([5, 9]), atol=1e-6)
+    for sources in (["s1.md", "s2.md"], [f"s{i}.md" for i in range(0, 100, 2)]):
+        # few visible rows: scored exactly; many: the IVF search with a selector
+        visible = store.rows_of(sources)
+        np.testing.assert_array_equal(store.search_dense(queries, 10, rows=visible)[1],
+                                      exact.search_dense(queries, 10, rows=visible)[1])
     centroids = faiss.downcast_index(store.segments[0]._index.quantizer).reconstruct_n(0, 8)
 
     second = publish(versions, {f"s{i}.md": 500 + i for i in range(10)}, base=first)

@@ -494,12 +494,13 @@ class HybridStore:
         if len(self._hidden):
             wanted = wanted[~np.isin(wanted, self._hidden)]
         wanted = wanted[self._holds(wanted)]
-        scores = np.full((len(queries), k), -np.inf, np.float32)
-        ids = np.full((len(queries), k), -1, np.int64)
+        columns = min(k, len(rows))  # what the FAISS search with a selector returns
+        scores = np.full((len(queries), columns), -np.inf, np.float32)
+        ids = np.full((len(queries), columns), -1, np.int64)
         if not len(wanted):
             return scores, ids
         similarities = queries @ self.vectors(wanted).T
-        top = min(k, len(wanted))
+        top = min(columns, len(wanted))
         for q, row in enumerate(similarities):
             best = np.argsort(-row, kind="stable")[:top]
             scores[q, :top], ids[q, :top] = row[best], wanted[best]
