@@ -92,6 +92,10 @@ class MilvusBuildStore(MilvusReader):
         super().__init__(milvus, version, floor, build, dim)
         self._next = itertools.count()
         self._check_meta = check_meta
+        # A build from nothing sees only its own rows: a chunk id it never inserted needs no
+        # lookup before an add (a migration or --full skips one query per batch).
+        self._own_chunk_ids: set[str] | None = set() if floor == build else None
+        self._pending_files: dict[str, FileRecord] = {}  # written in one batch (see files)
 
     @property
     def count(self) -> int:
@@ -112,8 +116,10 @@ class MilvusBuildStore(MilvusReader):
         if not len(chunk_ids):
             return []
         vectors = np.asarray(dense, np.float32).reshape(len(chunk_ids), self.dim)
-        replaced = self._alive_rows(CHUNKS, "chunk_key", [key64(c) for c in chunk_ids],
-                                    "chunk_id", set(chunk_ids))
+        known = self._own_chunk_ids
+        replaced = [] if known is not None and known.isdisjoint(chunk_ids) else \
+            self._alive_rows(CHUNKS, "chunk_key", [key64(c) for c in chunk_ids], "chunk_id",
+                             set(chunk_ids))
         ids = self._new_ids(len(chunk_ids))
         rows = [chunk_row(r, self.build, c, t, dict(m), v, s) for r, c, t, m, v, s in zip(
             ids, chunk_ids, texts, metadatas, vectors, sparse, strict=True)]
@@ -123,6 +129,8 @@ class MilvusBuildStore(MilvusReader):
         except BaseException:
             self._undo_insert(ids)
             raise
+        if known is not None:
+            known.update(chunk_ids)
         return ids
 
     def _undo_insert(self, ids: list[int]) -> None:
@@ -154,12 +162,15 @@ class MilvusBuildStore(MilvusReader):
             for row in full:
                 row["died"] = self.build
             self.milvus.upsert(kind, full)
-        with self._cache_lock:
-            for row in own:
+        with self._cache_lock:  # no longer in this build's view
+            for row in own + older:
                 self._cache.pop(row, None)
+                self._chunk_cache.pop(row, None)
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
         names = set(chunk_ids)
+        if self._own_chunk_ids is not None and self._own_chunk_ids.isdisjoint(names):
+            return 0
         rows = self._alive_rows(CHUNKS, "chunk_key", [key64(c) for c in names], "chunk_id",
                                 names)
         self._kill(CHUNKS, rows)
@@ -168,20 +179,34 @@ class MilvusBuildStore(MilvusReader):
     def delete_source(self, source: str) -> int:
         rows = self._alive_rows(CHUNKS, "source_key", [key64(source)], "source", {source})
         self._kill(CHUNKS, rows)
+        self._write_files()
         self._kill(FILES, self._alive_rows(FILES, "source_key", [key64(source)], "source",
                                            {source}))
         return len(rows)
 
     def record_file(self, record: FileRecord) -> None:
-        old = self._alive_rows(FILES, "source_key", [key64(record.source)], "source",
-                               {record.source})
-        self.milvus.insert(FILES, [{
-            "id": self._new_ids(1)[0], "born": self.build, "died": DIED_NEVER,
+        """Kept until the build is saved (or its files are read): file records then go in one
+        insert instead of a lookup and an insert each."""
+        self._pending_files[record.source] = record
+
+    def _write_files(self) -> None:
+        pending, self._pending_files = self._pending_files, {}
+        if not pending:
+            return
+        old = self._alive_rows(FILES, "source_key", [key64(s) for s in pending], "source",
+                               set(pending))
+        insert_batched(self.milvus, FILES, [{
+            "id": row, "born": self.build, "died": DIED_NEVER,
             "source_key": key64(record.source), "source": record.source,
             "file_hash": record.file_hash, "mtime": float(record.mtime), "title": record.title,
             "chunk_count": int(record.chunk_count), "indexed_at": float(record.indexed_at),
-            "vec": DUMMY_VECTOR}])
+            "vec": DUMMY_VECTOR} for row, record in zip(self._new_ids(len(pending)),
+                                                        pending.values(), strict=True)])
         self._kill(FILES, old)
+
+    def files(self) -> dict[str, FileRecord]:
+        self._write_files()
+        return super().files()
 
     def set_meta(self, **values: Any) -> None:
         """Kept with the version when it is published; a model other than the collections'
@@ -191,6 +216,7 @@ class MilvusBuildStore(MilvusReader):
         self._meta.update(json.loads(json.dumps(values)))
 
     def save(self) -> None:
+        self._write_files()
         self.milvus.flush(CHUNKS)
         self.milvus.flush(FILES)
 

@@ -6,8 +6,9 @@ Candidates come from Milvus — the dense top-k (FLOAT_VECTOR, IP) and the lexic
 (SPARSE_FLOAT_VECTOR, IP over bge-m3's weights: exactly the lexical score) — and the retriever
 computes the final weighted sum itself, as with the local backend (no `WeightedRanker`, which
 normalises scores). A dense search returns its hits' sparse weights and a lexical search its
-hits' dense vectors, kept in a small cache by row id (a row's vectors never change), so the
-retriever's `vectors` and `sparse_scores_of` on the candidates cost no further round trip.
+hits' dense vectors, and both their text and metadata, kept in a small cache by row id (a
+row's content never changes), so the retriever's `vectors`, `sparse_scores_of` and `get_rows`
+on the candidates cost no further round trip: two per question.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class MilvusReader:
         self._meta = dict(meta or {})
         self.where = visible(floor, build)
         self._cache: OrderedDict[int, tuple[np.ndarray, dict[int, float]]] = OrderedDict()
+        self._chunk_cache: OrderedDict[int, StoredChunk] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._rows_filter: tuple[np.ndarray, str] | None = None
         self._count: int | None = None
@@ -88,11 +90,12 @@ class MilvusReader:
             return scores, ids
         found = self.milvus.search(
             CHUNKS, [q for q in queries], "dense", k, self._where_among(rows),
-            dense_search_params(self.milvus.config.index_type, k), ["sparse"])
+            dense_search_params(self.milvus.config.index_type, k), ["sparse", *CHUNK_FIELDS])
         for i, hits in enumerate(found):
             for j, hit in enumerate(hits[:k]):
                 ids[i, j], scores[i, j] = int(hit["id"]), float(hit["distance"])
                 self._remember(int(hit["id"]), None, hit["entity"].get("sparse"))
+                self._remember_chunk(int(hit["id"]), hit["entity"])
         return scores, ids
 
     def search_sparse(self, query: dict[int, float], k: int, *,
@@ -104,11 +107,12 @@ class MilvusReader:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         k = max(1, min(k, MAX_LIMIT))
         hits = self.milvus.search(CHUNKS, [weights], "sparse", k, self._where_among(rows),
-                                  SPARSE_SEARCH_PARAMS, ["dense"])[0]
+                                  SPARSE_SEARCH_PARAMS, ["dense", *CHUNK_FIELDS])[0]
         ids = np.asarray([int(h["id"]) for h in hits], np.int64)
         scores = np.asarray([float(h["distance"]) for h in hits], np.float32)
         for hit in hits:
             self._remember(int(hit["id"]), hit["entity"].get("dense"), None)
+            self._remember_chunk(int(hit["id"]), hit["entity"])
         keep = scores > 0
         ids, scores = ids[keep], scores[keep]
         order = np.lexsort((ids, -scores))
@@ -139,6 +143,16 @@ class MilvusReader:
                 else old_sparse)
             while len(self._cache) > CACHE_ROWS:
                 self._cache.popitem(last=False)
+
+    def _remember_chunk(self, row: int, entity: dict[str, Any]) -> None:
+        if "text" not in entity:
+            return
+        chunk = StoredChunk(row, entity["chunk_id"], entity["text"], dict(entity["metadata"]))
+        with self._cache_lock:
+            self._chunk_cache.pop(row, None)
+            self._chunk_cache[row] = chunk
+            while len(self._chunk_cache) > CACHE_ROWS:
+                self._chunk_cache.popitem(last=False)
 
     def _vectors_of(self, rows: list[int], *, need: str) -> dict[int, tuple[np.ndarray, dict]]:
         """(dense, sparse) of `rows` in this version, from the cache or one fetch per batch of
@@ -183,8 +197,14 @@ class MilvusReader:
                        for r in rows), key=lambda c: c.row_id)
 
     def get_rows(self, row_ids: Sequence[int]) -> dict[int, StoredChunk]:
-        rows = list(dict.fromkeys(int(r) for r in row_ids))
+        """Copies: a caller may edit what it gets (metadata is a dict)."""
         found: dict[int, StoredChunk] = {}
+        with self._cache_lock:
+            for row in dict.fromkeys(int(r) for r in row_ids):
+                if (chunk := self._chunk_cache.get(row)) is not None:
+                    found[row] = StoredChunk(row, chunk.chunk_id, chunk.text,
+                                             json.loads(json.dumps(chunk.metadata)))
+        rows = [r for r in dict.fromkeys(int(r) for r in row_ids) if r not in found]
         for start in range(0, len(rows), ID_BATCH):
             batch = rows[start:start + ID_BATCH]
             found.update((c.row_id, c) for c in self._chunks(in_list("id", batch), len(batch)))
