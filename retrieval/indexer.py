@@ -132,12 +132,16 @@ class Indexer:
     """Turns folders of documents into a published index version."""
 
     def __init__(self, settings: Settings, embeddings: BGEM3Embeddings, *,
-                 window_chunks: int = WINDOW_CHUNKS, token_budget: int | None = None) -> None:
+                 window_chunks: int = WINDOW_CHUNKS, token_budget: int | None = None,
+                 workers: int | None = None) -> None:
+        """`window_chunks`, `token_budget` and `workers` (batches encoded at once): see
+        `retrieval.indexing.pipeline`; the defaults are the product's."""
         self.settings = settings
         self.embeddings = embeddings
         self.versions = open_store_backend(settings)
         self.window_chunks = window_chunks
         self.token_budget = token_budget
+        self.workers = workers
 
     def run(self, paths: Sequence[Path] | None = None, *, full: bool = False,
             replace: bool = False, holder: str = "cli",
@@ -287,7 +291,7 @@ class Indexer:
         pipeline = IndexPipeline(self.embeddings, cache, chunk_size=self.settings.chunk_size,
                                  chunk_overlap=self.settings.chunk_overlap,
                                  window_chunks=self.window_chunks,
-                                 token_budget=self.token_budget)
+                                 token_budget=self.token_budget, workers=self.workers)
 
         def on_progress(counts: PipelineCounts, files_total: int, rate: float) -> None:
             ready = counts.chunks_reused + counts.chunks_encoded

@@ -5,8 +5,9 @@ embedding (a bounded queue: the model's forward pass releases the GIL, so readin
 it), and their chunks gathered into a window of about
 `window_chunks` chunks from many files; the window's chunks are looked up in the embedding
 cache, the rest cut into batches of equal token count (`batching.length_batches`) under a
-token budget, each batch committed to the cache as soon as it is encoded, and then the
-window's files are written to the build. Memory holds one window, never the corpus.
+token budget, encoded a few at a time on CPU (`encoding.BatchEncoder`: the budget is shared
+by the batches in flight), each batch committed to the cache as soon as it is encoded, and
+then the window's files are written to the build. Memory holds one window, never the corpus.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from retrieval.chunking import Chunk, chunk_source
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.indexing.batching import length_batches
 from retrieval.indexing.cache import CachedVectors, EmbeddingCache, model_identity, text_key
+from retrieval.indexing.encoding import BatchEncoder, default_workers
 from retrieval.indexing.keys import source_key
 from retrieval.loaders import NO_TEXT_REASON, SourceFile, load_path
 from retrieval.stores import ChunkStore, FileRecord
@@ -62,18 +64,24 @@ class IndexPipeline:
 
     def __init__(self, embeddings: BGEM3Embeddings, cache: EmbeddingCache, *, chunk_size: int,
                  chunk_overlap: int, window_chunks: int = WINDOW_CHUNKS,
-                 token_budget: int | None = None) -> None:
+                 token_budget: int | None = None, workers: int | None = None) -> None:
         self.embeddings = embeddings
         self.cache = cache
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         self.window_chunks = window_chunks
         self._token_budget = token_budget
+        self._workers = workers
         self._model: int | None = None
 
     @property
     def token_budget(self) -> int:
         """Tokens per forward pass: what today's batch of the longest passages holds."""
         return self._token_budget or self.embeddings.batch * self.embeddings.passage_max_tokens
+
+    @property
+    def workers(self) -> int:
+        """Batches encoded at once (`encoding.default_workers` unless given)."""
+        return self._workers or default_workers(self.embeddings)
 
     @property
     def model(self) -> int:
@@ -94,15 +102,16 @@ class IndexPipeline:
             report(counts, len(paths), counts.chunks_encoded / elapsed)
 
         files = read_ahead(self._chunked(paths, previous, counts), READ_AHEAD)
-        for window in self._windows(files):
-            vectors = self._vectors(window, counts, progress)
-            for source, chunks in window:
-                self._write(store, version, source, chunks, vectors)
-                counts.files_done += 1
-                counts.chunks_done += len(chunks)
-                (counts.updated if source.source in previous else counts.added).append(
-                    source.source)
-            progress()
+        with BatchEncoder(self.embeddings, self.workers) as encoder:
+            for window in self._windows(files):
+                vectors = self._vectors(window, counts, progress, encoder)
+                for source, chunks in window:
+                    self._write(store, version, source, chunks, vectors)
+                    counts.files_done += 1
+                    counts.chunks_done += len(chunks)
+                    (counts.updated if source.source in previous else counts.added).append(
+                        source.source)
+                progress()
         return counts
 
     # --- load and chunk, one file at a time ----------------------------------------------------
@@ -144,7 +153,8 @@ class IndexPipeline:
     # --- vectors: the cache first, then the model in equal-length batches -----------------------
 
     def _vectors(self, window: list[tuple[SourceFile, list[Chunk]]], counts: PipelineCounts,
-                 progress: Callable[[], None]) -> dict[bytes, CachedVectors]:
+                 progress: Callable[[], None],
+                 encoder: BatchEncoder) -> dict[bytes, CachedVectors]:
         texts = {text_key(c.embedding_text): c.embedding_text
                  for _source, chunks in window for c in chunks}
         found = self.cache.get_many(self.model, list(texts))
@@ -154,11 +164,14 @@ class IndexPipeline:
         if not missing:
             return found
         lengths = self.embeddings.passage_token_counts([texts[key] for key in missing])
-        max_batch = self.embeddings.batch * MAX_BATCH_FACTOR
-        for batch in length_batches(lengths, self.token_budget, max_batch):
-            keys = [missing[i] for i in batch]
-            views = self.embeddings.encode_passages([texts[key] for key in keys],
-                                                    batch_size=len(keys))
+        # the batches in flight together hold what one batch did: as much work at risk when
+        # a build is killed, as much memory
+        share = encoder.workers
+        max_batch = max(1, self.embeddings.batch * MAX_BATCH_FACTOR // share)
+        batches = [[missing[i] for i in batch]
+                   for batch in length_batches(lengths, self.token_budget // share, max_batch)]
+        encoded = encoder.encode([[texts[key] for key in keys] for keys in batches])
+        for keys, views in zip(batches, encoded, strict=True):
             self.cache.put_many(self.model, keys, views.dense, views.sparse)
             for key, dense, sparse in zip(keys, views.dense, views.sparse, strict=True):
                 found[key] = CachedVectors(dense=dense, sparse=sparse)
