@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,3 +236,47 @@ def test_milvus_unreachable_at_start_is_one_line_and_exit_1(command: list[str],
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("error: Milvus is unreachable at KOTAE_MILVUS_URI=" + uri)
+
+
+def test_a_replica_serves_a_version_another_process_published_within_a_second_or_two(
+        served_lite: str, tmp_path: Path) -> None:
+    """Readers poll the pointer row once a second; searches running meanwhile, on many
+    threads, each see one whole version (the old one or the new one, never a mix)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def versions_over_tcp() -> MilvusVersions:
+        config = lite_config(served_lite, "replica")
+        return MilvusVersions(config, model="m", lock_dir=tmp_path / "lock")
+
+    writer, replica = versions_over_tcp(), ServedIndex(versions_over_tcp())
+    rng = np.random.default_rng(0)
+
+    def publish(count: int, base: str | None) -> str:
+        build = writer.begin_build(8, base=base)
+        vectors = rng.normal(size=(count, 8)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        sources = [f"{base or 'first'}-{i}.md" for i in range(count)]
+        build.store.add([f"{s}#0" for s in sources], sources, [{"source": s} for s in sources],
+                        vectors, [{1: 1.0}] * count)
+        build.publish({"chunks": build.store.count})
+        return build.version
+
+    first = publish(30, None)
+    assert replica.store().count == 30
+
+    def search(_i: int) -> int:
+        store = replica.store()
+        _scores, rows = store.search_dense(np.ones((1, 8), np.float32), 100)
+        found = int((rows[0] >= 0).sum())
+        assert found == store.count  # a whole version: every chunk of it, nothing else
+        return found
+
+    with ThreadPoolExecutor(8) as pool:
+        before = list(pool.map(search, range(40)))
+        second = publish(20, first)
+        published_at = time.monotonic()
+        while replica.store().count != 50:
+            assert time.monotonic() - published_at < 2.5, "the replica missed the switch"
+            time.sleep(0.05)
+        after = list(pool.map(search, range(40)))
+    assert set(before) == {30} and set(after) == {50} and replica.version == second

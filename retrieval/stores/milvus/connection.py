@@ -106,8 +106,12 @@ def _reason(error: BaseException) -> str:
 
 def connect(config: MilvusConfig) -> MilvusClient:
     """A client, or MilvusUnavailable naming KOTAE_MILVUS_URI (one line, nothing leaked)."""
-    from pymilvus import MilvusClient
-    from pymilvus.exceptions import MilvusException
+    try:
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+    except ImportError:
+        raise MilvusUnavailable("KOTAE_STORE=milvus needs pymilvus and milvus-lite: pip "
+                                "install 'kotae[scale]'") from None
 
     _quiet_pymilvus()
     if config.lite:
