@@ -280,3 +280,21 @@ def test_a_replica_serves_a_version_another_process_published_within_a_second_or
             time.sleep(0.05)
         after = list(pool.map(search, range(40)))
     assert set(before) == {30} and set(after) == {50} and replica.version == second
+
+
+def test_a_milvus_lite_file_another_process_holds_is_refused_naming_the_uri(
+        tmp_path: Path) -> None:
+    db = tmp_path / "held" / "kotae.db"
+    holder = lite_versions(db, "held")  # this process opens the file (its Lite server)
+    assert holder.current_version() is None
+    probe = ("from tests.integration.milvus_fixtures import lite_versions\n"
+             "from retrieval.stores.milvus import MilvusUnavailable\n"
+             "try:\n"
+             f"    lite_versions({str(db)!r}, 'held')\n"
+             "except MilvusUnavailable as error:\n"
+             "    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.startswith(f"Milvus Lite cannot open KOTAE_MILVUS_URI={db}: "), (
+        result.stdout + result.stderr)
+    assert "opened by one process at a time" in result.stdout

@@ -135,10 +135,13 @@ def connect(config: MilvusConfig) -> MilvusClient:
                             db_name="" if config.db == "default" else config.db,
                             timeout=CONNECT_TIMEOUT_S)
     except (MilvusException, OSError) as error:
-        hint = (" (a Milvus Lite file is opened by one process at a time: serve it with "
-                "Milvus standalone for several)" if config.lite else "")
+        if config.lite:
+            raise MilvusUnavailable(
+                f"Milvus Lite cannot open {SETTING}={config.uri}: {_reason(error)} (a Lite "
+                "file is opened by one process at a time; for several, serve it with Milvus "
+                "standalone and set an http:// URI)") from None
         raise MilvusUnavailable(f"Milvus is unreachable at {SETTING}={config.shown_uri}: "
-                                f"{_reason(error)}{hint}") from None
+                                f"{_reason(error)}") from None
 
 
 class Milvus:
