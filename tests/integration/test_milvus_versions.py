@@ -298,3 +298,18 @@ def test_a_milvus_lite_file_another_process_holds_is_refused_naming_the_uri(
     assert result.stdout.startswith(f"Milvus Lite cannot open KOTAE_MILVUS_URI={db}: "), (
         result.stdout + result.stderr)
     assert "opened by one process at a time" in result.stdout
+
+
+def test_a_manifest_larger_than_a_milvus_varchar_round_trips(tmp_path: Path) -> None:
+    """The manifest lists every file that failed: thousands of them outgrow one 64 KiB
+    VARCHAR, so a value is split over rows (and a shorter one leaves no stale piece)."""
+    versions = lite_versions(tmp_path / "big.db", "big")
+    failed = {f"/docs/ファイル-{i:05d}.pdf": {"hash": f"{i:064x}", "reason": "encrypted PDF"}
+              for i in range(3000)}
+    build = versions.begin_build(8)
+    build.publish({"dim": 8, "failed": failed})
+    assert versions.manifest(build.version)["failed"] == failed
+    versions.meta_rows.put("probe", "test", 0, {"failed": failed})
+    versions.meta_rows.put("probe", "test", 0, {"small": True})
+    assert versions.meta_rows.get("probe") == {"small": True}
+    assert versions.milvus.get("meta", ["probe#1"], ["key"]) == []
