@@ -1,0 +1,290 @@
+"""The proof of issue 15: two `kotae serve` processes (HTTP mode, one signing secret) sharing one
+real Redis and one index — a local folder on this machine, or one Milvus Lite server over TCP
+(the code path of a Milvus cluster) — as deployed behind a load balancer:
+
+- every event delivered to both replicas and retried to either is answered once, in its thread;
+- `/kotae reindex` on replica A: replica B answers from the new version at once;
+- kill -9 of A in the middle of an answer: B keeps answering new questions;
+- kill -9 of A in the middle of a reindex: B keeps serving the old version, the Redis lock of
+  the killed holder expires (KOTAE_REDIS_LOCK_TTL_S), and B's reindex then succeeds.
+
+The initial corpus is indexed before the replicas start, with their own environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retrieval.embeddings import BGEM3Embeddings
+from retrieval.indexer import Indexer
+from retrieval.settings import Settings
+from retrieval.stores import IndexVersions, open_store_backend
+from retrieval.stores.milvus import MilvusVersions
+from tests.fakes.openai_server import FakeOpenAIServer, Reply
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_signing import event_body, post_signed, retry_headers, slash_body
+from tests.helpers import interrupt, wait_until
+from tests.integration.bot_harness import (
+    FORM,
+    free_port,
+    mention_event,
+    wait_for_bot_reply,
+    wait_for_health,
+)
+from tests.integration.milvus_fixtures import lite_server
+from tests.redis_server import RedisServer
+
+SECRET = "replica-secret"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NEW_FACT = "Backups run every night at 02:00 JST"
+LOCK_TTL_S = 4.0  # the Redis lock of a killed indexer frees this long after its last renewal
+OLD_HANDOFF, NEW_HANDOFF = "every Monday at 10:00 JST", "every Thursday at 16:00 JST"
+
+pytestmark = pytest.mark.slow
+
+
+class Replica:
+    """One `kotae serve` process; its output goes to a file (a pipe nobody reads would fill
+    up and stall it)."""
+
+    def __init__(self, env: dict[str, str], name: str, log: Path) -> None:
+        self.name, self.log = name, log
+        self.port = free_port()
+        with log.open("w", encoding="utf-8") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kotae", "serve"],
+                env={**env, "KOTAE_PORT": str(self.port)}, stdout=out,
+                stderr=subprocess.STDOUT, text=True)
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/slack/events"
+
+    def send(self, body: str, headers: dict[str, str] | None = None,
+             content_type: str = "application/json") -> int:
+        return post_signed(self.events_url, body, SECRET, content_type=content_type,
+                           extra_headers=headers)[0]
+
+    def kill_9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log.read_text("utf-8", errors="replace")
+
+
+@pytest.fixture(params=["local", "milvus"])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The index both replicas share: one local folder on this machine, or one Milvus Lite
+    server over TCP."""
+    if request.param == "local":
+        yield {"KOTAE_STORE": "local"}
+        return
+    with lite_server(tmp_path / "milvus" / "kotae.db") as server:
+        yield {"KOTAE_STORE": "milvus", "KOTAE_MILVUS_URI": server.uri}
+
+
+@pytest.fixture
+def replica_env(tiny_model_dir: Path, embeddings: BGEM3Embeddings, sample_docs: Path,
+                redis_server: RedisServer, fake_slack: FakeSlackAPI,
+                fake_openai: FakeOpenAIServer, store_env: dict[str, str], tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The replicas' environment. The sample corpus is indexed before they start, by an
+    indexer reading this same environment (here, in the test process: its model is loaded)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOTAE_", "OPENAI_", "SLACK_"))}
+    env.update({
+        "KOTAE_EMBEDDING_MODEL": str(tiny_model_dir), "KOTAE_EMBEDDING_DEVICE": "cpu",
+        "KOTAE_INDEX_DIR": str(tmp_path / "index"), "KOTAE_DOCS_DIR": str(sample_docs),
+        "KOTAE_CHUNK_SIZE": "200", "KOTAE_CHUNK_OVERLAP": "20", "KOTAE_FAISS_DEVICE": "cpu",
+        "KOTAE_RETRIEVAL_MODE": "hybrid", "KOTAE_REDIS_URL": redis_server.url,
+        "KOTAE_REDIS_LOCK_TTL_S": str(LOCK_TTL_S), "KOTAE_REINDEX_PROGRESS_INTERVAL_S": "0",
+        "KOTAE_ADMIN_USER_IDS": "UADMIN", "KOTAE_CHAT_MAX_RETRIES": "0",
+        "SLACK_BOT_TOKEN": "xoxb-replica", "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": fake_slack.base_url, "OPENAI_API_KEY": "sk-replica",
+        "OPENAI_BASE_URL": fake_openai.base_url, "PYTHONPATH": str(REPO_ROOT),
+        "NO_PROXY": "127.0.0.1,localhost", **store_env,
+    })
+    for name in list(os.environ):
+        if name.startswith("KOTAE_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("KOTAE_"):
+            monkeypatch.setenv(name, value)
+    summary = Indexer(Settings(_env_file=None), embeddings).run()  # type: ignore[call-arg]
+    assert summary.switched and not summary.failed
+    return env
+
+
+@pytest.fixture
+def replicas(replica_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
+    started = [Replica({**replica_env, "KOTAE_FEEDBACK_PATH": str(tmp_path / f"{name}.jsonl")},
+                       name, tmp_path / f"replica-{name}.log") for name in ("a", "b")]
+    try:
+        for replica in started:
+            assert wait_for_health(replica.process, replica.port, timeout=120) is not None, (
+                f"replica {replica.name} did not come up:\n{replica.output()[-3000:]}")
+        yield started[0], started[1]
+    finally:
+        for replica in started:
+            if replica.process.poll() is None:
+                interrupt(replica.process)
+                assert "Traceback" not in replica.output(), replica.output()[-3000:]
+
+
+def shared_index() -> IndexVersions:
+    """The index the replicas share, as the test process sees it (with `replica_env`'s
+    environment): the backend itself, without the Redis lock around it."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    return open_store_backend(settings.model_copy(update={"redis_url": None}))
+
+
+def sources_of(request_json: dict[str, Any]) -> str:
+    return json.dumps(request_json.get("messages", []), ensure_ascii=False)
+
+
+def reply_text(reply: dict[str, Any]) -> str:
+    return json.dumps(reply["blocks"], ensure_ascii=False)
+
+
+def slack_texts(slack: FakeSlackAPI) -> list[str]:
+    return [call.params.get("text") or "" for call in slack.all_calls]
+
+
+def reindex_command(slack: FakeSlackAPI, name: str) -> str:
+    return slash_body(text="reindex", user_id="UADMIN", response_url=slack.response_url(name))
+
+
+def test_two_kotae_serve_replicas_share_redis(
+        replicas: tuple[Replica, Replica], fake_slack: FakeSlackAPI,
+        fake_openai: FakeOpenAIServer, sample_docs: Path) -> None:
+    a, b = replicas
+    fake_openai.responder = lambda request: Reply(
+        text="Nightly at 02:00 [1]." if NEW_FACT in sources_of(request) else "Monday [1].",
+        chunk_delay_s=0.02)
+
+    # every delivery to both replicas, retries to either: one answer
+    body = event_body(mention_event("1600000300.000100"), "EvReplicas")
+    assert a.send(body) == 200 and b.send(body) == 200
+    assert b.send(body, retry_headers(1)) == 200 and a.send(body, retry_headers(2)) == 200
+    assert len(wait_for_bot_reply(fake_slack, "C1", "1600000300.000100")) == 1
+    assert len(fake_openai.requests) == 1
+
+    # /kotae reindex on A: B answers from the new version right after the switch
+    (sample_docs / "backups.md").write_text(f"# Backups\n\n{NEW_FACT}.\n", "utf-8")
+    assert a.send(reindex_command(fake_slack, "reindex"), content_type=FORM) == 200
+    wait_until(lambda: any("Reindex finished" in (call.params.get("text") or "")
+                           for call in fake_slack.calls("chat.update")), timeout=120,
+               interval=0.1)
+    # sent at once: B's first search after the switch must already be on the new version
+    # (ServedIndex reads the served version when its last look is 1 s old or more)
+    event = {**mention_event("1600000300.000200"), "text": f"<@UBOT> {NEW_FACT}?"}
+    assert b.send(event_body(event, "EvAfterReindex")) == 200
+    [reply] = wait_for_bot_reply(fake_slack, "C1", "1600000300.000200")
+    assert "Nightly at 02:00" in reply_text(reply)
+
+    # kill -9 of A while it writes an answer: B keeps answering new questions
+    fake_openai.responder = lambda _request: Reply(text="Monday, slowly [1].", chunk_delay_s=1)
+    before = len(fake_openai.requests)
+    assert a.send(event_body(mention_event("1600000300.000300"), "EvKilled")) == 200
+    fake_openai.wait_for_requests(before + 1, timeout=20)
+    a.kill_9()
+    fake_openai.responder = lambda _request: Reply(text="Monday [1].")
+    assert b.send(event_body(mention_event("1600000300.000400"), "EvAfterKill")) == 200
+    assert len(wait_for_bot_reply(fake_slack, "C1", "1600000300.000400")) == 1
+
+
+FILLER_WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit",
+                "sed", "eiusmod", "tempor", "incididunt", "labore", "magna", "aliqua", "enim",
+                "minim", "veniam", "quis", "nostrud"]
+
+
+def write_fillers(docs: Path, count: int) -> None:
+    """`count` documents of words no question uses: enough chunks (several embedding windows)
+    that a reindex is still embedding when the test kills it."""
+    for number in range(count):
+        paragraphs = [" ".join(FILLER_WORDS[(number + p + w) % len(FILLER_WORDS)]
+                               for w in range(120)) + f" {number}-{p}." for p in range(10)]
+        (docs / "filler" / f"note-{number:03d}.md").write_text(
+            f"# Note {number}\n\n" + "\n\n".join(paragraphs), "utf-8")
+
+
+def ask_handoff(replica: Replica, slack: FakeSlackAPI, ts: str) -> str:
+    # the question names neither answer: only the sources given to the model can
+    event = {**mention_event(ts), "text": "<@UBOT> On which day and at what hour JST does the "
+                                          "on-call handoff happen every week?"}
+    assert replica.send(event_body(event, f"Ev{ts}")) == 200
+    [reply] = wait_for_bot_reply(slack, "C1", ts)
+    return reply_text(reply)
+
+
+EMBEDDING = re.compile(r"embedding ([1-9]\d*)/\d+ chunks")
+
+
+@pytest.mark.parametrize("store_env", ["milvus"], indirect=True)
+def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
+        replicas: tuple[Replica, Replica], redis_server: RedisServer,
+        fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer, sample_docs: Path) -> None:
+    a, b = replicas
+    index = shared_index()
+    old_version = index.current_version()
+    fake_openai.responder = lambda request: Reply(
+        text="Thursday [1]." if NEW_HANDOFF in sources_of(request)
+        else "Monday [1]." if OLD_HANDOFF in sources_of(request) else "Not found.")
+    runbook = sample_docs / "oncall-runbook.md"
+    text = runbook.read_text("utf-8")
+    assert OLD_HANDOFF in text
+    runbook.write_text(text.replace(OLD_HANDOFF, NEW_HANDOFF), "utf-8")
+    (sample_docs / "filler").mkdir()
+    write_fillers(sample_docs, 75)
+    on_milvus = isinstance(index, MilvusVersions)
+    rows_before = index.stored_rows()["chunks"] if on_milvus else 0
+    served_count = index.open_version(old_version).count
+
+    # A reindexes; it is killed once it is embedding and has written rows of the new build
+    assert a.send(reindex_command(fake_slack, "killed"), content_type=FORM) == 200
+    wait_until(lambda: any(EMBEDDING.search(t) for t in slack_texts(fake_slack)),
+               timeout=120, interval=0.05)
+    if on_milvus:  # Milvus: the build's rows appear, unpublished
+        wait_until(lambda: index.stored_rows()["chunks"] > rows_before, timeout=60,
+                   interval=0.05)
+    assert index.current_version() == old_version
+    a.kill_9()
+    assert not any("Reindex finished" in t for t in slack_texts(fake_slack))
+    if on_milvus:  # what the killed build wrote is there, and no reader sees it
+        assert index.open_builds(), "the killed build left no trace: it was not mid-build"
+    assert index.open_version(old_version).count == served_count
+    [lock_key] = redis_server.client().keys("*index-lock:*")
+    holder = json.loads(redis_server.client().get(lock_key))
+    assert holder["pid"] == a.process.pid and holder["holder"] == "Slack user UADMIN"
+
+    # B serves the old version
+    assert "Monday [1]" in ask_handoff(b, fake_slack, "1600000400.000100")
+    assert index.current_version() == old_version
+
+    # B's reindex while the killed holder's lock lives: refused, naming the holder
+    responses = len(fake_slack.calls("response_url"))
+    assert b.send(reindex_command(fake_slack, "refused"), content_type=FORM) == 200
+    refusal = fake_slack.wait_for("response_url", responses + 1, timeout=10)[-1].text or ""
+    assert "Another indexer is already running" in refusal and f"pid {a.process.pid}" in refusal
+
+    # the lock expires on its own; B's next reindex succeeds and B answers from it
+    wait_until(lambda: not redis_server.client().exists(lock_key), timeout=LOCK_TTL_S + 2,
+               interval=0.1)
+    assert b.send(reindex_command(fake_slack, "succeeds"), content_type=FORM) == 200
+    wait_until(lambda: any("Reindex finished" in t for t in slack_texts(fake_slack)),
+               timeout=120, interval=0.1)
+    new_version = index.current_version()
+    assert new_version not in (None, old_version)
+    if on_milvus:
+        assert index.open_builds() == []  # the killed build was cleaned up under the lock
+    assert "Thursday [1]" in ask_handoff(b, fake_slack, "1600000400.000200")
