@@ -239,3 +239,39 @@ def test_prune_keeps_the_newest_previous_version_even_within_one_second(
                                          "created_at": 1000.0 + created_at})
     assert versions.current_version() == names[-1]
     assert sorted(p.name for p in layout.versions_dir.iterdir()) == sorted(names[1:])
+
+
+def test_a_search_among_rows_returns_the_top_k_of_those_rows(versions: IndexVersions) -> None:
+    """Exhaustive scores say what the top k among given rows is: a few rows, most rows, and
+    rows that all rank low (a backend that searches the whole version and keeps the given rows
+    must dig deep enough; Milvus does past 2,000 rows)."""
+    n, k = 3000, 10
+    rng = np.random.default_rng(7)
+    dense = rng.normal(size=(n, DIM)).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    sparse = [{int(t): float(w) for t, w in zip(rng.choice(60, 5, replace=False),
+                                               rng.uniform(0.1, 1.0, 5), strict=True)}
+              for _ in range(n)]
+    build = versions.begin_build(DIM)
+    ids = build.store.add([f"c{i}" for i in range(n)], [f"text {i}" for i in range(n)],
+                          [{"source": f"s{i // 10}.md"} for i in range(n)], dense, sparse)
+    build.publish({"version": build.version, "dim": DIM, "chunks": n})
+    store = versions.open_version(build.version)
+    row_of = np.asarray(ids, np.int64)
+    query = dense[0] + 0.5 * rng.normal(size=DIM).astype(np.float32)
+    lexical = {1: 0.7, 2: 0.4, 30: 0.9}
+    true_dense = dense @ query
+    true_sparse = np.asarray([sum(w * s.get(t, 0.0) for t, w in lexical.items())
+                              for s in sparse])
+    low = np.argsort(true_dense)[: 2100]
+    for picked in (rng.choice(n, 30, replace=False), rng.choice(n, 2500, replace=False), low):
+        rows = np.sort(row_of[picked])
+        scores, found = store.search_dense(query[None, :], k, rows=rows)
+        best = picked[np.argsort(-true_dense[picked])[:k]]
+        assert sorted(found[0].tolist()) == sorted(row_of[best].tolist())
+        np.testing.assert_allclose(np.sort(scores[0]), np.sort(true_dense[best]), atol=1e-5)
+        lexical_scores, lexical_rows = store.search_sparse(lexical, k, rows=rows)
+        positive = picked[true_sparse[picked] > 0]
+        best = positive[np.argsort(-true_sparse[positive], kind="stable")[:k]]
+        assert sorted(lexical_rows.tolist()) == sorted(row_of[best].tolist())
+        np.testing.assert_allclose(lexical_scores, np.sort(true_sparse[best])[::-1], atol=1e-5)

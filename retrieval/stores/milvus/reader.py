@@ -36,6 +36,7 @@ from retrieval.stores.milvus.schema import (
 MAX_LIMIT = 16_384  # Milvus' top-k and query window
 ID_BATCH = 1_000  # ids per fetch (1,000 dense vectors of 1024 floats: 4 MB)
 CACHE_ROWS = 8_192
+IN_FILTER_ROWS = 2_000  # up to this many given rows, an `id in [...]` filter (see _search)
 CHUNK_FIELDS = ["id", "chunk_id", "text", "metadata"]
 FILE_FIELDS = ["source", "file_hash", "mtime", "title", "chunk_count", "indexed_at"]
 
@@ -54,7 +55,7 @@ class MilvusReader:
         self._cache: OrderedDict[int, tuple[np.ndarray, dict[int, float]]] = OrderedDict()
         self._chunk_cache: OrderedDict[int, StoredChunk] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._rows_filter: tuple[np.ndarray, str] | None = None
+        self._rows_filter: tuple[np.ndarray, str, set[int]] | None = None
         self._count: int | None = None
 
     # --- size ----------------------------------------------------------------------------------
@@ -68,17 +69,42 @@ class MilvusReader:
 
     # --- searching -----------------------------------------------------------------------------
 
-    def _where_among(self, rows: np.ndarray | None) -> str:
-        """The version's expression, narrowed to `rows` (built once per rows array: access
-        control passes the same array for one audience)."""
-        if rows is None:
-            return self.where
+    def _among(self, rows: np.ndarray) -> tuple[str, set[int]]:
+        """The version's expression narrowed to `rows`, and `rows` as a set (built once per
+        rows array: access control passes the same array for one audience)."""
         cached = self._rows_filter
         if cached is not None and cached[0] is rows:
-            return cached[1]
+            return cached[1], cached[2]
         where = f"{self.where} and {in_list('id', rows)}"
-        self._rows_filter = (rows, where)
-        return where
+        allowed = {int(r) for r in rows}
+        self._rows_filter = (rows, where, allowed)
+        return where, allowed
+
+    def _search(self, data: list[Any], field: str, k: int, rows: np.ndarray | None,
+                params: Any, fields: list[str]) -> list[list[dict[str, Any]]]:
+        """The top k hits per query, among `rows` when given.
+
+        Milvus parses an `id in [...]` list on every search: ~4 ms for 500 ids, ~100 ms for
+        45,000 (measured at 50k chunks). Past IN_FILTER_ROWS the search runs over the whole
+        version, k / share x 2 deep, and keeps the hits among `rows`, deepening until k are
+        kept or every match came back: the same top k (the k-th kept hit outranks every row
+        of `rows` not returned), without the list."""
+        if rows is None:
+            return self.milvus.search(CHUNKS, data, field, k, self.where, params(k), fields)
+        where, allowed = self._among(rows)
+        if len(rows) <= IN_FILTER_ROWS:
+            return self.milvus.search(CHUNKS, data, field, k, where, params(k), fields)
+        limit = min(MAX_LIMIT, max(k, 2 * k * max(self.count, 1) // len(rows) + 1))
+        while True:
+            found = self.milvus.search(CHUNKS, data, field, limit, self.where, params(limit),
+                                       [])
+            kept = [[h for h in hits if int(h["id"]) in allowed][:k] for hits in found]
+            if all(len(hits) >= k for hits in kept) or all(
+                    len(hits) < limit for hits in found):
+                return kept
+            if limit >= MAX_LIMIT:  # too few of `rows` near the top: search among them
+                return self.milvus.search(CHUNKS, data, field, k, where, params(k), fields)
+            limit = min(MAX_LIMIT, limit * 4)
 
     def search_dense(self, queries: np.ndarray, k: int, *,
                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -88,14 +114,15 @@ class MilvusReader:
         ids = np.full((len(queries), k), -1, np.int64)
         if (rows is not None and not len(rows)) or not len(queries):
             return scores, ids
-        found = self.milvus.search(
-            CHUNKS, [q for q in queries], "dense", k, self._where_among(rows),
-            dense_search_params(self.milvus.config.index_type, k), ["sparse", *CHUNK_FIELDS])
+        index_type = self.milvus.config.index_type
+        found = self._search([q for q in queries], "dense", k, rows,
+                             lambda limit: dense_search_params(index_type, limit),
+                             ["sparse", *CHUNK_FIELDS])
         for i, hits in enumerate(found):
             for j, hit in enumerate(hits[:k]):
                 ids[i, j], scores[i, j] = int(hit["id"]), float(hit["distance"])
-                self._remember(int(hit["id"]), None, hit["entity"].get("sparse"))
-                self._remember_chunk(int(hit["id"]), hit["entity"])
+                self._remember(int(hit["id"]), None, hit.get("entity", {}).get("sparse"))
+                self._remember_chunk(int(hit["id"]), hit.get("entity", {}))
         return scores, ids
 
     def search_sparse(self, query: dict[int, float], k: int, *,
@@ -106,13 +133,13 @@ class MilvusReader:
         if not weights or (rows is not None and not len(rows)):
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         k = max(1, min(k, MAX_LIMIT))
-        hits = self.milvus.search(CHUNKS, [weights], "sparse", k, self._where_among(rows),
-                                  SPARSE_SEARCH_PARAMS, ["dense", *CHUNK_FIELDS])[0]
+        hits = self._search([weights], "sparse", k, rows, lambda _limit: SPARSE_SEARCH_PARAMS,
+                            ["dense", *CHUNK_FIELDS])[0]
         ids = np.asarray([int(h["id"]) for h in hits], np.int64)
         scores = np.asarray([float(h["distance"]) for h in hits], np.float32)
         for hit in hits:
-            self._remember(int(hit["id"]), hit["entity"].get("dense"), None)
-            self._remember_chunk(int(hit["id"]), hit["entity"])
+            self._remember(int(hit["id"]), hit.get("entity", {}).get("dense"), None)
+            self._remember_chunk(int(hit["id"]), hit.get("entity", {}))
         keep = scores > 0
         ids, scores = ids[keep], scores[keep]
         order = np.lexsort((ids, -scores))
