@@ -1,14 +1,15 @@
 """Two kotae replicas under load, sharing one Redis (KOTAE_REDIS_URL): every mention is
 delivered to BOTH replicas at once, then retried (x-slack-retry-num) to one of them.
 
-Side by side in one run: the replicas sharing Redis, and the same two replicas with their
-in-process dedupe only (no KOTAE_REDIS_URL: what two replicas did before). Counted: event ack
-latency over every delivery, questions answered more than once, questions not answered, and
-chat model calls. Each replica is its own process (the app factory behind waitress, as `kotae
-serve` runs it); the load generator, the fake Slack Web API, the fake chat model and a real
-redis-server run beside them.
+Side by side in one run: the replicas sharing Redis and one index (a local folder, and with
+`--store local,milvus` also one Milvus Lite server over TCP), and the same two replicas with
+their in-process dedupe only (no KOTAE_REDIS_URL: what two replicas did before). Counted:
+event ack latency over every delivery, questions answered more than once, questions not
+answered, chat model calls, and when the answers arrived. Each replica is its own process (the
+app factory behind waitress, as `kotae serve` runs it); the load generator, the fake Slack Web
+API, the fake chat model and a real redis-server run beside them.
 
-    .venv/bin/python -m bench.replicas [--mentions 100] [--llm-delay 0.5]
+    .venv/bin/python -m bench.replicas [--mentions 100] [--llm-delay 0.5] [--store local,milvus]
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 from slack_sdk import WebClient
@@ -50,6 +54,7 @@ from retrieval.settings import BUNDLED_SAMPLES
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_signing import event_body, post_signed, retry_headers
+from tests.integration.milvus_fixtures import lite_server
 from tests.redis_server import RedisServer, redis_server_binary
 
 SECRET = "bench-secret"
@@ -114,6 +119,24 @@ def burst(urls: list[str], slack: FakeSlackAPI, llm: FakeOpenAIServer, mentions:
             raise RuntimeError(f"mention {number} got HTTP {status}")
         acks.append(elapsed)
 
+    threads = [f"{ts_base}.{n:06d}" for n in range(mentions)]
+
+    def answers(thread: str) -> int:
+        return sum(ANSWER_END in json.dumps(message, ensure_ascii=False)
+                   for message in slack.thread_messages("C1", thread) if message.get("bot_id"))
+
+    answered_after: dict[str, float] = {}  # seconds from the burst's start, polled at 0.1 s
+    started = time.monotonic()
+
+    def watch() -> None:
+        while time.monotonic() < started + wait_s and len(answered_after) < len(threads):
+            now = time.monotonic() - started
+            answered_after.update({t: now for t in threads
+                                   if t not in answered_after and answers(t)})
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, name="bench-answers", daemon=True)
+    watcher.start()
     with ThreadPoolExecutor(max_workers=mentions * len(urls)) as pool:
         jobs = [pool.submit(deliver, url, n, 0) for n in range(mentions) for url in urls]
         for job in jobs:
@@ -122,31 +145,42 @@ def burst(urls: list[str], slack: FakeSlackAPI, llm: FakeOpenAIServer, mentions:
         jobs = [pool.submit(deliver, chooser.choice(urls), n, 1) for n in range(mentions)]
         for job in jobs:
             job.result()
-    threads = [f"{ts_base}.{n:06d}" for n in range(mentions)]
-
-    def answers(thread: str) -> int:
-        return sum(ANSWER_END in json.dumps(message, ensure_ascii=False)
-                   for message in slack.thread_messages("C1", thread) if message.get("bot_id"))
-
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and not all(answers(t) for t in threads):
-        time.sleep(0.1)
+    watcher.join()
     time.sleep(1.0)  # a late duplicate shows up too
     counts = [answers(thread) for thread in threads]
     return {"acks": acks, "duplicates": sum(c > 1 for c in counts),
             "unanswered": sum(c == 0 for c in counts),
-            "llm_calls": len(llm.requests) - calls_before}
+            "llm_calls": len(llm.requests) - calls_before,
+            "answered_after": list(answered_after.values())}
+
+
+STORES = {"local": "local folder", "milvus": "Milvus Lite server"}
+
+
+def open_store(store: str, work: Path, stack: ExitStack) -> dict[str, str]:
+    """The environment of replicas sharing `store`: one local folder, or one Milvus Lite
+    server over TCP (the code path of a Milvus cluster), started here for the whole run."""
+    if store == "local":
+        return {"KOTAE_STORE": "local"}
+    server = stack.enter_context(lite_server(work / "milvus" / "kotae.db"))
+    return {"KOTAE_STORE": "milvus", "KOTAE_MILVUS_URI": server.uri}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser("bench.replicas", __doc__)
     parser.add_argument("--mentions", type=int, default=100)
     parser.add_argument("--llm-delay", type=float, default=0.5, help="fake model latency (s)")
+    parser.add_argument("--store", default="local",
+                        help="the index the replicas share, one or several side by side: "
+                             "local, milvus or local,milvus (in-process only runs on the first)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve_child(BotSettings())
         return 0
+    stores = [part.strip() for part in args.store.split(",") if part.strip()]
+    if not stores or any(store not in STORES for store in stores):
+        parser.error(f"--store: one or more of {', '.join(STORES)}, comma-separated")
     binary = redis_server_binary()
     if binary is None:
         print("needs redis-server (Debian package redis-server)", file=sys.stderr)
@@ -157,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     redis = RedisServer(binary, work / "redis").start()
     try:
         model = ensure_model(TINY_DIR, "TINY")
-        with FakeOpenAIServer() as llm, FakeSlackAPI() as slack:
+        with FakeOpenAIServer() as llm, FakeSlackAPI() as slack, ExitStack() as stack:
             llm.responder = lambda _request: Reply(
                 text=f"On-call handoff is every Monday at 10:00 JST [1], {ANSWER_END}.",
                 delay_s=args.llm_delay)
@@ -172,41 +206,63 @@ def main(argv: list[str] | None = None) -> int:
                    "KOTAE_ANSWER_QUEUE_LIMIT": str(max(100, args.mentions)),
                    "KOTAE_ANSWERS_PER_USER": "2",
                    "KOTAE_STREAM_UPDATE_INTERVAL_S": "0.5", "TQDM_DISABLE": "1",
-                   "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT)}
-            settings = BotSettings(_env_file=None, embedding_model=str(model),  # type: ignore[call-arg]
-                                   embedding_device="cpu", index_dir=work / "index",
-                                   docs_dir=BUNDLED_SAMPLES)
-            Indexer(settings, BGEM3Embeddings.from_settings(settings)).run()
+                   "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT),
+                   "NO_PROXY": "127.0.0.1,localhost"}
+            embeddings: BGEM3Embeddings | None = None
+            store_envs: dict[str, dict[str, str]] = {}
+            for store in stores:
+                store_envs[store] = open_store(store, work, stack)
+                settings = BotSettings(  # type: ignore[call-arg]
+                    _env_file=None, embedding_model=str(model), embedding_device="cpu",
+                    index_dir=work / "index", docs_dir=BUNDLED_SAMPLES, store=store,
+                    milvus_uri=store_envs[store].get("KOTAE_MILVUS_URI"))
+                embeddings = embeddings or BGEM3Embeddings.from_settings(settings)
+                Indexer(settings, embeddings).run()
             wait_s = 60 + args.mentions * args.llm_delay
-            for label, extra, ts_base in (
-                    ("Redis", {"KOTAE_REDIS_URL": redis.url}, 1600000000),
-                    ("in-process only", {}, 1600100000)):
+            runs = [(f"Redis · {STORES[store]}", {"KOTAE_REDIS_URL": redis.url,
+                                                   **store_envs[store]})
+                    for store in stores]
+            runs.append((f"in-process only · {STORES[stores[0]]}", store_envs[stores[0]]))
+            for number, (label, extra) in enumerate(runs):
                 replicas = start_replicas({**env, **extra})
                 try:
                     print(f"{label}: {args.mentions} mentions x 2 replicas + retries …",
                           flush=True)
                     results[label] = burst([url for _child, url in replicas], slack, llm,
-                                           args.mentions, ts_base, wait_s)
+                                           args.mentions, 1600000000 + 100000 * number,
+                                           wait_s)
                 finally:
                     stop_replicas(replicas)
     finally:
         redis.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    shared, alone = results["Redis"], results["in-process only"]
+    labels = list(results)
 
     def row(label: str, key: str) -> list[object]:
-        return [label, shared[key], alone[key]]
+        return [label, *(results[run][key] for run in labels)]
 
-    acks_shared, acks_alone = shared["acks"], alone["acks"]
-    assert isinstance(acks_shared, list) and isinstance(acks_alone, list)
-    rows = [["event ack p50", ms(p50(acks_shared)), ms(p50(acks_alone))],
-            ["event ack p99", ms(p99(acks_shared)), ms(p99(acks_alone))],
-            ["deliveries acked", len(acks_shared), len(acks_alone)],
+    def samples(run: str, key: str) -> list[float]:
+        values = results[run][key]
+        assert isinstance(values, list)
+        return values
+
+    def seconds(values: list[float], pick: Callable[[list[float]], float]) -> str:
+        return f"{pick(values):.1f} s" if values else "–"
+
+    rows = [["event ack p50", *(ms(p50(samples(run, "acks"))) for run in labels)],
+            ["event ack p99", *(ms(p99(samples(run, "acks"))) for run in labels)],
+            ["deliveries acked", *(len(samples(run, "acks")) for run in labels)],
             row(f"questions answered more than once (of {args.mentions})", "duplicates"),
             row(f"questions not answered (of {args.mentions})", "unanswered"),
-            row("chat model calls", "llm_calls")]
-    ok = (p99(acks_shared) < 0.1 and shared["duplicates"] == 0 and shared["unanswered"] == 0)
+            row("chat model calls", "llm_calls"),
+            ["answered, p50 (from the burst's start)",
+             *(seconds(samples(run, "answered_after"), p50) for run in labels)],
+            ["last answer (from the burst's start)",
+             *(seconds(samples(run, "answered_after"), max) for run in labels)]]
+    shared = [run for run in labels if run.startswith("Redis")]
+    ok = all(p99(samples(run, "acks")) < 0.1 and results[run]["duplicates"] == 0
+             and results[run]["unanswered"] == 0 for run in shared)
     markdown = "\n\n".join([
         run.heading("Two replicas under load, sharing Redis (`bench/replicas.py`)"),
         run.machine_now(),
@@ -214,12 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         "replicas at once, then each retried (`X-Slack-Retry-Num: 1`) to one replica picked "
         "at random 0.2 s later: "
         f"{3 * args.mentions} deliveries. Two replicas, each its own process (the app factory "
-        "behind waitress, 8 threads), sharing a real `redis-server` "
-        f"(KOTAE_REDIS_URL) — and, beside it in the same run, the same two replicas with "
-        f"only their in-process dedupe. Fake chat model answering after {args.llm_delay:.1f}"
-        " s; tiny bge-m3, bundled samples; the load generator, fake Slack and fake model run "
-        "in the bench process.",
-        table(["", "sharing Redis", "in-process only"], rows),
+        "behind waitress, 8 threads), sharing a real `redis-server` (KOTAE_REDIS_URL) and one "
+        "index: a local folder, or one Milvus Lite 2.5 server over TCP (KOTAE_STORE=milvus, "
+        "KOTAE_MILVUS_URI=http://127.0.0.1:PORT: the code path of a Milvus cluster) — and, "
+        "beside them in the same run, the same two replicas with only their in-process "
+        f"dedupe. Fake chat model answering after {args.llm_delay:.1f} s; tiny bge-m3, bundled "
+        "samples; the load generator, fake Slack and fake model run in the bench process. "
+        "Answer times are polled every 0.1 s.",
+        table(["", *labels], rows),
         f"Goal (sharing Redis): ack p99 < 100 ms, 0 duplicate answers, 0 unanswered — "
         f"{met(ok)}.",
     ])
