@@ -107,6 +107,25 @@ def milvus_server_rss() -> int:
     return total
 
 
+def version_filter_cost(versions: Any, queries: np.ndarray, runs: int) -> str:
+    """Dense top-50 p50 on the served version with its visibility expression vs none: what
+    sharing rows between versions (born/died) costs a search."""
+    from retrieval.stores.milvus.schema import CHUNKS, dense_search_params
+
+    reader = versions.open_version(versions.current_version())
+    milvus = versions.milvus
+    params = dense_search_params(milvus.config.index_type, 50)
+    position = iter(range(10**9))
+
+    def search(where: str) -> Any:
+        return lambda: milvus.search(CHUNKS, [queries[next(position) % len(queries)]],
+                                     "dense", 50, where, params, [])
+
+    samples = time_interleaved({"filtered": search(reader.where), "bare": search("")},
+                               runs=runs, warmup=3)
+    return f"{ms(p50(samples['filtered']))} vs {ms(p50(samples['bare']))}"
+
+
 def bench_batches(corpus: SyntheticCorpus, sizes: list[int], root: Path) -> list[list[str]]:
     """Rows/s of plain inserts by rows per request (the backend's rows, its collection)."""
     from retrieval.stores.milvus.build import chunk_row
@@ -205,9 +224,12 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator,
                      ms(p99(samples[name])),
                      f"{agree[name]}/{args.agreement_queries}"])
         print("  " + " | ".join(rows[-1]), flush=True)
+    filter_cost = version_filter_cost(backends[f"Milvus Lite {args.index_types[0]}"], q_dense,
+                                      args.queries)
     extra = [[f"{n:,}", f"{migrated.seconds:.1f} s ({n / migrated.seconds:,.0f} rows/s)",
               human_bytes(memory["local (FAISS flat)"]),
-              human_bytes(lite_rss) + f" ({len(args.index_types) + 1} Lite files open)"]]
+              human_bytes(lite_rss) + f" ({len(args.index_types) + 1} Lite files open)",
+              filter_cost]]
     print("  " + " | ".join(extra[-1]), flush=True)
     return rows, extra
 
@@ -274,7 +296,9 @@ def main(argv: list[str] | None = None) -> None:
                "same top-k as local"], rows),
         table(["chunks", "migrate-to-milvus (local → a new Lite file, collections created "
                "included)", "our process RSS growth "
-               "(local indexes + clients)", "Milvus Lite server RSS"], extra),
+               "(local indexes + clients)", "Milvus Lite server RSS",
+               f"dense top-50 p50 with / without the version filter ({args.index_types[0]})"],
+              extra),
         (f"Insert requests by size ({batch_count} rows, 1024-d + "
          f"sparse + text each):\n\n" + table(["rows per request", "request size", "rows/s"],
                                             batch_rows)) if batch_rows else "",
