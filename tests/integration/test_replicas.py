@@ -267,15 +267,15 @@ def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
     holder = json.loads(redis_server.client().get(lock_key))
     assert holder["pid"] == a.process.pid and holder["holder"] == "Slack user UADMIN"
 
-    # B serves the old version
-    assert "Monday [1]" in ask_handoff(b, fake_slack, "1600000400.000100")
-    assert index.current_version() == old_version
-
     # B's reindex while the killed holder's lock lives: refused, naming the holder
     responses = len(fake_slack.calls("response_url"))
     assert b.send(reindex_command(fake_slack, "refused"), content_type=FORM) == 200
     refusal = fake_slack.wait_for("response_url", responses + 1, timeout=10)[-1].text or ""
     assert "Another indexer is already running" in refusal and f"pid {a.process.pid}" in refusal
+
+    # B serves the old version
+    assert "Monday [1]" in ask_handoff(b, fake_slack, "1600000400.000100")
+    assert index.current_version() == old_version
 
     # the lock expires on its own; B's next reindex succeeds and B answers from it
     wait_until(lambda: not redis_server.client().exists(lock_key), timeout=LOCK_TTL_S + 2,
@@ -283,6 +283,9 @@ def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
     assert b.send(reindex_command(fake_slack, "succeeds"), content_type=FORM) == 200
     wait_until(lambda: any("Reindex finished" in t for t in slack_texts(fake_slack)),
                timeout=120, interval=0.1)
+    [summary] = [t for t in slack_texts(fake_slack) if "Reindex finished" in t]
+    reused = re.search(r"reused (\d+) from the embedding cache", summary)
+    assert reused and int(reused.group(1)) > 0, summary  # what A embedded is not lost
     new_version = index.current_version()
     assert new_version not in (None, old_version)
     if on_milvus:
