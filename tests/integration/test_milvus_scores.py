@@ -96,7 +96,10 @@ def test_the_same_vectors_rank_alike_on_both_backends(
 
 
 def test_a_local_index_migrated_to_milvus_ranks_alike_without_re_embedding(
-        settings: Settings, milvus_settings: Settings, embeddings: BGEM3Embeddings) -> None:
+        settings: Settings, milvus_settings: Settings, embeddings: BGEM3Embeddings,
+        sample_docs: Path) -> None:
+    settings = settings.model_copy(update={"docs_dir": sample_docs})
+    milvus_settings = milvus_settings.model_copy(update={"docs_dir": sample_docs})
     Indexer(settings, embeddings).run()
     probe = ("import sys\n"
              "from kotae.cli import app\n"
@@ -122,3 +125,13 @@ def test_a_local_index_migrated_to_milvus_ranks_alike_without_re_embedding(
     assert manifest["migrated_from"]["version"] == open_store_backend(settings).current_version()
     summary = Indexer(milvus_settings, embeddings).run()
     assert not summary.switched and summary.version == migrated and summary.chunks_encoded == 0
+
+    # the embedding cache keeps what the migrated version uses: after an edit is indexed (the
+    # cache then keeps the versions Milvus keeps), a rebuild from scratch re-embeds nothing
+    guide = sample_docs / "office-guide.txt"
+    guide.write_text(guide.read_text("utf-8") + "\n\nThe printer moved.\n", encoding="utf-8")
+    edited = Indexer(milvus_settings, embeddings).run()
+    assert edited.switched and 0 < edited.chunks_encoded < edited.chunks_total
+    rebuilt = Indexer(milvus_settings, embeddings).run(full=True)
+    assert rebuilt.switched and rebuilt.chunks_encoded == 0
+    assert rebuilt.chunks_reused == rebuilt.chunks_total
