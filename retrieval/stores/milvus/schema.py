@@ -49,7 +49,8 @@ INDEX_BUILD_PARAMS: dict[str, dict[str, Any]] = {
     "GPU_IVF_FLAT": {"nlist": 1024},
     "HNSW": {"M": 16, "efConstruction": 200},
     "GPU_CAGRA": {"intermediate_graph_degree": 64, "graph_degree": 32,
-                  "build_algo": "IVF_PQ", "cache_dataset_on_device": "true"},
+                  "build_algo": "IVF_PQ", "cache_dataset_on_device": "true",
+                  "adapt_for_cpu": "false"},
 }
 
 
