@@ -106,8 +106,9 @@ else:
             print(json.dumps({"done": p.chunks_done, "total": p.chunks_total,
                               "reused": getattr(p, "chunks_reused", 0)}), flush=True)
 
-    window = {"window_chunks": cfg["window"]} if cfg.get("window") else {}  # new code only
-    summary = Indexer(settings, embeddings, **window).run(
+    options = {name: cfg[key] for name, key in (("window_chunks", "window"),
+                                                 ("workers", "workers")) if cfg.get(key)}
+    summary = Indexer(settings, embeddings, **options).run(  # options: the new code only
         [Path(cfg["docs"])], full=cfg.get("full", False), progress=progress)
     out.update(chunks=summary.chunks_total, written=summary.chunks_embedded,
                encoded=getattr(summary, "chunks_encoded", summary.chunks_embedded),
@@ -120,11 +121,22 @@ if cfg.get("check"):
     store = LiveIndex(Path(cfg["index_dir"]), device="cpu").store()
     rows = [row for source in sorted(store.files())[: cfg["check"]]
             for row in store.chunks_of(source)][: cfg["check"]]
-    same = 0
+    same = sparse_same = 0
+    worst = 0.0
+    stored = store.sparse_of([r.row_id for r in rows])
     for row, vector in zip(rows, store.vectors([r.row_id for r in rows])):
         text = embedding_text_for(row.metadata["title"], row.metadata["heading_path"], row.text)
-        same += bool((embeddings.encode_passages([text]).dense[0] == vector).all())
-    out.update(identical=same, checked=len(rows))
+        alone = embeddings.encode_passages([text])
+        same += bool((alone.dense[0] == vector).all())
+        weights = stored[row.row_id]
+        sparse_same += weights == alone.sparse[0]
+        if weights.keys() == alone.sparse[0].keys():
+            worst = max([worst] + [abs(w - alone.sparse[0][t]) / max(abs(w), 1e-12)
+                                   for t, w in weights.items()])
+        else:
+            worst = float("inf")
+    out.update(identical=same, sparse_identical=sparse_same, sparse_worst=worst,
+               checked=len(rows))
 if cfg.get("arrays"):  # what the index itself holds in memory: dense + sparse matrix
     from retrieval.stores.local import LiveIndex
     store = LiveIndex(Path(cfg["index_dir"]), device="cpu").store()
@@ -247,22 +259,29 @@ def rate(result: dict[str, Any]) -> float:
 def throughput(runner: Runner, docs: Path) -> tuple[str, dict[str, Any]]:
     work = runner.work
     new = runner.run(runner.config("index", docs, work / "t-new", check=runner.args.check))
+    single = runner.run(runner.config("index", docs, work / "t-single", workers=1))
     raw = runner.run(runner.config("encode", docs, work / "t-raw"))
-    rows = [["new indexer (fresh cache)", new["chunks"], secs(new["seconds"]), f"{rate(new):.2f}"],
+    threads = runner.args.threads
+    rows = [[f"new indexer (fresh cache; {threads} batches at once, one thread each)",
+             new["chunks"], secs(new["seconds"]), f"{rate(new):.2f}"],
+            [f"new indexer, one batch at a time on {threads} threads (as before this run)",
+             single["chunks"], secs(single["seconds"]), f"{rate(single):.2f}"],
             ["BGEM3FlagModel.encode, whole list (embedding only)", raw["chunks"],
              secs(raw["seconds"]), f"{rate(raw):.2f}"]]
-    notes = []
+    notes = [f"- {threads} batches at once vs one at a time: {rate(new) / rate(single):.2f}×"]
     if runner.old_code is not None:
         old = runner.run(runner.config("index", docs, work / "t-old"), old=True)
-        rows.insert(1, [f"indexer at {runner.args.before} (per file, batches of 32)",
+        rows.insert(2, [f"indexer at {runner.args.before} (per file, batches of 32)",
                         old["chunks"], secs(old["seconds"]), f"{rate(old):.2f}"])
         notes.append(f"- new vs {runner.args.before}: {rate(new) / rate(old):.2f}× (goal ≥ 1.5×: "
                      f"{met(rate(new) >= 1.5 * rate(old))})")
     notes.append(f"- new vs raw encode: {rate(new) / rate(raw):.2f}× (goal ≥ 1.0×: "
                  f"{met(rate(new) >= rate(raw))})")
-    notes.append(f"- outputs: {new['identical']} of {new['checked']} chunks checked are "
-                 "bit-identical to the chunk encoded alone"
-                 f" ({met(new['identical'] == new['checked'])})")
+    notes.append(f"- outputs: dense vectors of {new['identical']} of {new['checked']} chunks "
+                 "checked are bit-identical to the chunk encoded alone"
+                 f" ({met(new['identical'] == new['checked'])}); sparse weights of "
+                 f"{new['sparse_identical']} (largest relative difference "
+                 f"{new['sparse_worst']:.1e})")
     return "\n\n".join([
         "### Throughput (passages/s, one build from nothing)",
         table(["contender", "chunks", "seconds", "passages/s"], rows), "\n".join(notes)]), new
@@ -314,24 +333,33 @@ def kill(runner: Runner, docs: Path, uninterrupted: dict[str, Any]) -> str:
         f"{met(max(lost, 0) <= runner.args.batch_bound)}"])
 
 
-def memory(runner: Runner, copies: int) -> str:
+def memory(runner: Runner, copies: int, factors: Sequence[int] = (1, 10)) -> str:
+    """Peak RSS of indexing `factors` × the corpus, each in a fresh process (VmHWM, reset
+    once the model is loaded and warm)."""
     rows, growth = [], {}
-    for factor in (1, 10):
-        docs = make_corpus(runner.work / f"m-docs-{factor}", copies * factor, seed=factor)
-        result = runner.run(runner.config("index", docs, runner.work / f"m-index-{factor}",
+    tiny = runner.model.resolve() == TINY_DIR.resolve()
+    name = "tiny random-weight model" if tiny else "bge-m3 architecture"
+    for factor in factors:
+        docs = make_corpus(runner.work / f"m-docs-{runner.model.name}-{factor}",
+                           copies * factor, seed=factor)
+        result = runner.run(runner.config("index", docs,
+                                          runner.work / f"m-index-{runner.model.name}-{factor}",
                                           window=runner.args.window, arrays=True))
         arrays = result["arrays"]
         above = max(result["peak"] - result["base"], 0)
         growth[factor] = max(above - arrays, 0)
         rows.append([f"{factor}×", result["chunks"], human_bytes(result["base"]),
                      human_bytes(above), human_bytes(arrays), human_bytes(growth[factor])])
-    ratio = growth[10] / max(growth[1], 1)
-    return "\n\n".join([
-        f"### Peak memory, 1× and 10× the corpus (new indexer, windows of {runner.args.window} "
-        "chunks)",
-        table(["corpus", "chunks", "RSS with the model loaded", "peak above that",
-               "index arrays", "peak above model and arrays"], rows),
-        f"- growth apart from the index arrays: {ratio:.2f}× (goal ≤ 1.1×: {met(ratio <= 1.1)})"])
+    heading = (f"### Peak memory, {name}: {' and '.join(f'{f}×' for f in factors)} the corpus "
+               f"(new indexer, windows of {runner.args.window} chunks)")
+    parts = [heading, table(["corpus", "chunks", "RSS with the model loaded",
+                             "peak above that", "index arrays", "peak above model and arrays"],
+                            rows)]
+    if len(factors) > 1:
+        ratio = growth[factors[-1]] / max(growth[factors[0]], 1)
+        parts.append(f"- growth apart from the index arrays: {ratio:.2f}× (goal ≤ 1.1×: "
+                     f"{met(ratio <= 1.1)})")
+    return "\n\n".join(parts)
 
 
 def refresh(args: argparse.Namespace, work: Path) -> str:
@@ -394,7 +422,11 @@ def measure(args: argparse.Namespace) -> str:
         if "kill" in only and new is not None:
             parts.append(kill(runner, docs, new))
         if "memory" in only:
-            parts.append(memory(runner, args.memory_copies or args.copies))
+            copies = args.memory_copies or args.copies
+            parts.append(memory(runner, copies, args.memory_factors))
+            if not args.quick and args.tiny_memory:  # the same pipeline, a model that is fast
+                tiny = Runner(args, ensure_model(TINY_DIR, "TINY"), work, None)
+                parts.append(memory(tiny, copies))
         if "refresh" in only:
             parts.append(refresh(args, work))
         return "\n\n".join(parts)
@@ -422,6 +454,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-overlap", type=int, default=60)
     parser.add_argument("--check", type=int, default=40, help="chunks compared bit for bit")
     parser.add_argument("--refresh-chunks", type=int, default=10_000)
+    parser.add_argument("--memory-factors", default="1,10",
+                        help="corpus sizes of the memory runs on the chosen model (1 = only 1×)")
+    parser.add_argument("--tiny-memory", action="store_true",
+                        help="also measure memory at 1× and 10× with the tiny model")
     parser.add_argument("--window", type=int, default=64,
                         help="memory runs: chunks per window, below the 1× corpus so that "
                              "both sizes stream (the product default is 2048)")
@@ -431,6 +467,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.copies, args.refresh_chunks, args.before = min(args.copies, 2), 300, ""
     if args.no_before:
         args.before = ""
+    args.memory_factors = [int(f) for f in str(args.memory_factors).split(",")]
     # one batch is at most 8 × the model's batch size (16 on CPU, 64 on CUDA)
     args.batch_bound = 8 * (64 if args.device.startswith("cuda") else 16)
     args.section = args.section or ("indexing-gpu" if args.device.startswith("cuda")

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 WINDOW_CHUNKS = 2048
 READ_AHEAD = 16  # files loaded and chunked ahead of the embedding
 MAX_BATCH_FACTOR = 8  # a batch of short chunks holds at most 8 × the model's batch size
+HEADROOM_TOKENS = 64  # a chunk's title, headings and special tokens, beyond its chunk size
 
 
 @dataclass
@@ -75,8 +76,13 @@ class IndexPipeline:
 
     @property
     def token_budget(self) -> int:
-        """Tokens per forward pass: what today's batch of the longest passages holds."""
-        return self._token_budget or self.embeddings.batch * self.embeddings.passage_max_tokens
+        """Tokens in flight (shared by the batches encoded at once): what a batch of full chunks
+        held in the per-file indexer, `batch` chunks of the chunk size with their titles and
+        headings. More buys little (on CPU a pass costs about the same per token from a few
+        texts up) and costs memory: activations grow with the batch, so with this, not with
+        the corpus, as equal-length groups grow with it."""
+        return self._token_budget or self.embeddings.batch * min(
+            self.chunk_size + HEADROOM_TOKENS, self.embeddings.passage_max_tokens)
 
     @property
     def workers(self) -> int:
