@@ -27,7 +27,7 @@ CASES = {
     "access": (["bench.access", "--quick", "--no-write"], "filtered / unfiltered p50"),
     "scale": (["bench.scale", "--quick", "--no-before", "--no-write", "--cache", "{tmp}/scale"],
               "| 3,000 | segments + IVF |"),
-    "indexing": (["bench.indexing", "--quick", "--only", "throughput,edit,kill,refresh",
+    "indexing": (["bench.indexing", "--quick", "--only", "throughput,edit,kill,memory,refresh",
                   "--check", "5", "--no-write"], "bit-identical to the chunk encoded alone"),
     "replicas": (["bench.replicas", "--mentions", "3", "--llm-delay", "0.1", "--no-write"],
                  "questions answered more than once"),
