@@ -291,3 +291,24 @@ def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
     if on_milvus:
         assert index.open_builds() == []  # the killed build was cleaned up under the lock
     assert "Thursday [1]" in ask_handoff(b, fake_slack, "1600000400.000200")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the Redis lock's key is the Milvus URI as spelled (MilvusConfig.location): replicas or an "
+    "operator's `kotae index` that reach one Milvus by two names (a service name and an IP, "
+    "localhost through a port-forward) each get the lock, and two builds run at once"))
+def test_one_milvus_reached_by_two_names_is_one_reindex_lock(
+        redis_server: RedisServer, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from retrieval.errors import IndexLocked
+
+    with lite_server(tmp_path / "milvus" / "kotae.db") as server:
+        def indexer_on(uri: str, machine: str) -> IndexVersions:  # one machine's kotae
+            return open_store_backend(Settings(  # type: ignore[call-arg]
+                _env_file=None, store="milvus", milvus_uri=uri,
+                index_dir=tmp_path / machine / "index", embedding_model=str(tiny_model_dir),
+                redis_url=redis_server.url))
+
+        replica = indexer_on(server.uri, "replica")
+        operator = indexer_on(server.uri.replace("127.0.0.1", "localhost"), "laptop")
+        with replica.lock("replica a"), pytest.raises(IndexLocked), operator.lock("kotae index"):
+            pass
