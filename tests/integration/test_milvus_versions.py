@@ -313,3 +313,14 @@ def test_a_manifest_larger_than_a_milvus_varchar_round_trips(tmp_path: Path) -> 
     versions.meta_rows.put("probe", "test", 0, {"small": True})
     assert versions.meta_rows.get("probe") == {"small": True}
     assert versions.milvus.get("meta", ["probe#1"], ["key"]) == []
+
+
+def test_a_first_build_discarded_on_new_collections_leaves_no_open_build(
+        tmp_path: Path) -> None:
+    """Milvus Lite fails a query that returns a sparse vector on a collection without rows;
+    the clean-up must not depend on one (the build would stay open until the next run)."""
+    versions = lite_versions(tmp_path / "fresh.db", "fresh")
+    build = versions.begin_build(8)
+    assert versions.open_builds() == [build.store.build]
+    build.discard()
+    assert versions.open_builds() == [] and versions.stored_rows() == {"chunks": 0, "files": 0}

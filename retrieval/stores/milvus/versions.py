@@ -41,6 +41,7 @@ from retrieval.stores.milvus.schema import (
     META,
     SCHEMA_VERSION,
     create_missing,
+    in_list,
     unseen_by,
 )
 
@@ -226,7 +227,11 @@ class MilvusVersions:
             return
         for kind in (CHUNKS, FILES):
             self.milvus.delete(kind, where=f"born == {build}")
-            while marked := self.milvus.query(kind, f"died == {build}", ["*"], limit=1000):
+            # ids first: Milvus Lite 2.5.1 fails a query returning a sparse vector field on a
+            # collection that holds no row yet ("Growing segment loss raw data")
+            while ids := [r["id"] for r in self.milvus.query(kind, f"died == {build}", ["id"],
+                                                             limit=1000)]:
+                marked = self.milvus.query(kind, in_list("id", ids), ["*"], limit=len(ids))
                 for row in marked:
                     row["died"] = DIED_NEVER
                 self.milvus.upsert(kind, marked)
