@@ -135,3 +135,32 @@ def test_a_local_index_migrated_to_milvus_ranks_alike_without_re_embedding(
     rebuilt = Indexer(milvus_settings, embeddings).run(full=True)
     assert rebuilt.switched and rebuilt.chunks_encoded == 0
     assert rebuilt.chunks_reused == rebuilt.chunks_total
+
+
+def test_langchains_vector_store_interface_over_a_milvus_build(
+        tmp_path: Path, embeddings: BGEM3Embeddings) -> None:
+    """HybridVectorStore speaks to any ChunkStore: over a Milvus build it adds, replaces by id,
+    finds, gets and deletes, and what it added is found by the hybrid retriever once published."""
+    from retrieval.vectorstore import HybridVectorStore
+    from tests.integration.milvus_fixtures import lite_versions
+
+    versions = lite_versions(tmp_path / "lc.db", "lc", model="tiny")
+    build = versions.begin_build(embeddings.dimension)
+    store = HybridVectorStore(build.store, embeddings)
+    ids = store.add_texts(["経費精算の締め切りは毎月25日です。",
+                           "The on-call handoff is on Monday.", "Printers are on floor 3."],
+                          [{"source": "a.md"}, {"source": "b.md"}, {"source": "c.md"}],
+                          ids=["a", "b", "c"])
+    assert ids == ["a", "b", "c"] and build.store.count == 3
+    store.add_texts(["Printers moved to floor 4."], [{"source": "c.md"}], ids=["c"])  # replace
+    assert build.store.count == 3
+    assert [d.page_content for d in store.get_by_ids(["c", "zz"])] == ["Printers moved to floor 4."]
+    found = store.similarity_search_with_score("Printers moved to floor 4.", k=1)
+    assert found[0][0].id == "c" and found[0][1] > 0.99
+    store.delete(["b"])
+    assert sorted(d.id or "" for d in store.get_by_ids(["a", "b", "c"])) == ["a", "c"]
+    build.publish({"dim": embeddings.dimension})
+    reader = versions.open_version(build.version)
+    query = embeddings.encode_query("経費精算の締め切り")
+    _scores, rows = reader.search_sparse(query.sparse[0], 5)
+    assert len(rows) and reader.get_rows(rows.tolist())[int(rows[0])].chunk_id == "a"
