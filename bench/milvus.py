@@ -12,8 +12,10 @@ seam into both backends by the same code (begin_build, add in batches, record fi
 
 Ingest path: Milvus Lite 2.5.1 ingests about as fast per row in requests of 250 to ~1,500
 1024-d rows, and ~20x slower past ~10 MB per request; `--batches` measures it, and the backend
-sends requests of at most 1,000 rows and 4 MB. Row inserts are the only path Lite offers
-(`bulk_insert` needs MinIO/S3, i.e. standalone or a cluster).
+sends requests of at most 1,000 rows and 4 MB. Row inserts are the path Lite offers
+(`bulk_insert` needs MinIO/S3, i.e. standalone or a cluster); most of the client's time is
+pymilvus packing rows into protobuf in Python, and neither the ORM's column insert (deprecated,
+gone in pymilvus 3.1) nor 2-3 concurrent requests were faster here (measured, not kept).
 
 Standalone / cluster (not measurable here; only KOTAE_MILVUS_URI and KOTAE_MILVUS_INDEX_TYPE
 differ, the code path is the one measured):
