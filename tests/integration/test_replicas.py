@@ -36,7 +36,6 @@ from tests.fakes.slack_signing import event_body, post_signed, retry_headers, sl
 from tests.helpers import interrupt, wait_until
 from tests.integration.bot_harness import (
     FORM,
-    free_port,
     mention_event,
     wait_for_bot_reply,
     wait_for_health,
@@ -53,18 +52,33 @@ OLD_HANDOFF, NEW_HANDOFF = "every Monday at 10:00 JST", "every Thursday at 16:00
 pytestmark = pytest.mark.slow
 
 
+LISTENING = re.compile(r"kotae: listening on http://127\.0\.0\.1:(\d+)/")
+
+
 class Replica:
-    """One `kotae serve` process; its output goes to a file (a pipe nobody reads would fill
-    up and stall it)."""
+    """One `kotae serve` process on a port of its own choosing (KOTAE_PORT=0: no other
+    process can take it between a choice here and its bind there); its output goes to a file
+    (a pipe nobody reads would fill up and stall it)."""
 
     def __init__(self, env: dict[str, str], name: str, log: Path) -> None:
         self.name, self.log = name, log
-        self.port = free_port()
+        self.port = 0
         with log.open("w", encoding="utf-8") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kotae", "serve"],
-                env={**env, "KOTAE_PORT": str(self.port)}, stdout=out,
-                stderr=subprocess.STDOUT, text=True)
+                [sys.executable, "-m", "kotae", "serve"], env={**env, "KOTAE_PORT": "0"},
+                stdout=out, stderr=subprocess.STDOUT, text=True)
+
+    def wait_until_up(self, timeout: float = 120) -> None:
+        """Its port, from the line `kotae serve` announces it with, then /healthz."""
+        def announced() -> bool:
+            found = LISTENING.search(self.output())
+            if found:
+                self.port = int(found.group(1))
+            return found is not None or self.process.poll() is not None
+
+        wait_until(announced, timeout=timeout, interval=0.1)
+        health = wait_for_health(self.process, self.port, timeout=timeout) if self.port else None
+        assert health is not None, f"replica {self.name} did not come up:\n{self.output()[-3000:]}"
 
     @property
     def events_url(self) -> str:
@@ -131,8 +145,7 @@ def replicas(replica_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Repl
                        name, tmp_path / f"replica-{name}.log") for name in ("a", "b")]
     try:
         for replica in started:
-            assert wait_for_health(replica.process, replica.port, timeout=120) is not None, (
-                f"replica {replica.name} did not come up:\n{replica.output()[-3000:]}")
+            replica.wait_until_up()
         yield started[0], started[1]
     finally:
         for replica in started:
@@ -208,12 +221,14 @@ FILLER_WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipis
                 "minim", "veniam", "quis", "nostrud"]
 
 
-def write_fillers(docs: Path, count: int) -> None:
-    """`count` documents of words no question uses: enough chunks (several embedding windows)
-    that a reindex is still embedding when the test kills it."""
+def write_fillers(docs: Path, count: int, paragraphs_each: int) -> None:
+    """`count` documents of words no question uses (about 3 chunks a paragraph): enough
+    chunks (more than one embedding window) that a reindex is still at work when the test
+    kills it."""
     for number in range(count):
         paragraphs = [" ".join(FILLER_WORDS[(number + p + w) % len(FILLER_WORDS)]
-                               for w in range(120)) + f" {number}-{p}." for p in range(10)]
+                               for w in range(120)) + f" {number}-{p}."
+                      for p in range(paragraphs_each)]
         (docs / "filler" / f"note-{number:03d}.md").write_text(
             f"# Note {number}\n\n" + "\n\n".join(paragraphs), "utf-8")
 
@@ -245,7 +260,7 @@ def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
     assert OLD_HANDOFF in text
     runbook.write_text(text.replace(OLD_HANDOFF, NEW_HANDOFF), "utf-8")
     (sample_docs / "filler").mkdir()
-    write_fillers(sample_docs, 75)
+    write_fillers(sample_docs, 13, paragraphs_each=75)  # ~2,900 chunks
     on_milvus = isinstance(index, MilvusVersions)
     rows_before = index.stored_rows()["chunks"] if on_milvus else 0
     served_count = index.open_version(old_version).count
