@@ -275,3 +275,25 @@ def test_a_search_among_rows_returns_the_top_k_of_those_rows(versions: IndexVers
         best = positive[np.argsort(-true_sparse[positive], kind="stable")[:k]]
         assert sorted(lexical_rows.tolist()) == sorted(row_of[best].tolist())
         np.testing.assert_allclose(lexical_scores, np.sort(true_sparse[best])[::-1], atol=1e-5)
+
+
+def test_a_build_takes_back_what_it_added_itself(versions: IndexVersions) -> None:
+    """Within one build (from nothing, then from a version): a file added and recorded, then
+    deleted, or replaced by id, leaves no trace in the published version."""
+    build = versions.begin_build(DIM)
+    build.store.add(["a#0", "b#0"], ["text a", "text b"], [{"source": "a.md"}, {"source": "b.md"}],
+                    unit_vectors(2), [{1: 1.0}, {2: 1.0}])
+    for source in ("a.md", "b.md"):
+        build.store.record_file(FileRecord(source, f"hash-{source}", 0.0, source, 1, 0.0))
+    assert build.store.delete_source("a.md") == 1 and build.store.delete_source("zz.md") == 0
+    build.store.add(["b#0"], ["text b again"], [{"source": "b.md"}], unit_vectors(1),
+                    [{2: 2.0}])
+    assert build.store.count == 1 and set(build.store.files()) == {"b.md"}
+    build.publish({"version": build.version, "dim": DIM, "chunks": 1})
+    served = versions.open_version(build.version)
+    assert [c.text for c in served.get_by_chunk_ids(["a#0", "b#0"])] == ["text b again"]
+    assert set(served.files()) == {"b.md"} and served.count == 1
+    second = versions.begin_build(DIM, base=build.version)
+    second.store.record_file(FileRecord("c.md", "hash-c", 0.0, "c.md", 0, 0.0))
+    assert second.store.delete_source("c.md") == 0 and set(second.store.files()) == {"b.md"}
+    second.discard()

@@ -95,6 +95,7 @@ class MilvusBuildStore(MilvusReader):
         # A build from nothing sees only its own rows: a chunk id it never inserted needs no
         # lookup before an add (a migration or --full skips one query per batch).
         self._own_chunk_ids: set[str] | None = set() if floor == build else None
+        self._own_sources: set[str] = set()  # of the chunks and file rows it wrote
         self._pending_files: dict[str, FileRecord] = {}  # written in one batch (see files)
 
     @property
@@ -131,6 +132,7 @@ class MilvusBuildStore(MilvusReader):
             raise
         if known is not None:
             known.update(chunk_ids)
+        self._own_sources.update(str(m.get("source", "")) for m in metadatas)
         return ids
 
     def _undo_insert(self, ids: list[int]) -> None:
@@ -177,9 +179,11 @@ class MilvusBuildStore(MilvusReader):
         return len(rows)
 
     def delete_source(self, source: str) -> int:
+        self._pending_files.pop(source, None)  # never written: nothing to take back
+        if self._own_chunk_ids is not None and source not in self._own_sources:
+            return 0  # a build from nothing holds only what it wrote
         rows = self._alive_rows(CHUNKS, "source_key", [key64(source)], "source", {source})
         self._kill(CHUNKS, rows)
-        self._write_files()
         self._kill(FILES, self._alive_rows(FILES, "source_key", [key64(source)], "source",
                                            {source}))
         return len(rows)
@@ -203,6 +207,7 @@ class MilvusBuildStore(MilvusReader):
             "vec": DUMMY_VECTOR} for row, record in zip(self._new_ids(len(pending)),
                                                         pending.values(), strict=True)])
         self._kill(FILES, old)
+        self._own_sources.update(pending)
 
     def files(self) -> dict[str, FileRecord]:
         self._write_files()
