@@ -386,12 +386,18 @@ def migrate_to_milvus(as_json: JsonOption = False) -> None:
     from retrieval.stores.milvus.migrate import migrate_local_to_milvus
 
     settings = _settings()
-    try:
-        summary = migrate_local_to_milvus(settings)
-    except KotaeError as error:
-        _fail(error)
-    except KeyboardInterrupt:
-        _interrupted("nothing was changed; Milvus serves what it served before.")
+    with Progress(TextColumn("copying chunks"), BarColumn(), TaskProgressColumn(),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as bar:
+        task = bar.add_task("copying", total=None)
+        try:
+            summary = migrate_local_to_milvus(
+                settings, progress=lambda done, total: bar.update(task, completed=done,
+                                                                  total=total))
+        except KotaeError as error:
+            _fail(error)
+        except KeyboardInterrupt:
+            _interrupted("nothing was changed; Milvus serves what it served before.")
     if as_json:
         console.print_json(json.dumps(vars(summary), ensure_ascii=False))
         return
