@@ -49,11 +49,11 @@ class LiteServer:
     """A Milvus Lite server on a localhost TCP port, serving `db` to any number of processes
     at `uri` (http://127.0.0.1:PORT)."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, port: int | None = None) -> None:
         from milvus_lite.server import Server
 
         db.parent.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self._server = Server(str(db), address=f"127.0.0.1:{self.port}")
         if not self._server.start():
@@ -66,8 +66,8 @@ class LiteServer:
 
 
 @contextmanager
-def lite_server(db: Path) -> Iterator[LiteServer]:
-    server = LiteServer(db)
+def lite_server(db: Path, port: int | None = None) -> Iterator[LiteServer]:
+    server = LiteServer(db, port)
     try:
         yield server
     finally:

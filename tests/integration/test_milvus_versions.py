@@ -24,7 +24,7 @@ from retrieval.indexer import Indexer, IndexProgress
 from retrieval.settings import Settings
 from retrieval.stores import ServedIndex, open_store_backend
 from retrieval.stores.milvus import MilvusIncompatible, MilvusVersions
-from tests.integration.milvus_fixtures import lite_config, lite_server, lite_versions
+from tests.integration.milvus_fixtures import LiteServer, lite_config, lite_server, lite_versions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -187,6 +187,7 @@ def test_milvus_going_away_mid_reindex_leaves_the_served_version_untouched(
         indexer = Indexer(settings, embeddings)
         assert isinstance(indexer.versions, MilvusVersions)
         indexer.versions.milvus.timeout_s = 3.0  # fail fast once the server is gone
+        indexer.versions.milvus.read_timeout_s = 3.0
 
         def stop_milvus(progress: IndexProgress) -> None:
             if progress.phase == "embedding":
@@ -324,3 +325,40 @@ def test_a_first_build_discarded_on_new_collections_leaves_no_open_build(
     assert versions.open_builds() == [build.store.build]
     build.discard()
     assert versions.open_builds() == [] and versions.stored_rows() == {"chunks": 0, "files": 0}
+
+
+def test_milvus_going_away_mid_answer_fails_the_question_in_bounded_time_then_recovers(
+        milvus_settings: Settings, embeddings: BGEM3Embeddings, tmp_path: Path) -> None:
+    """A question while Milvus is down raises a KotaeError naming KOTAE_MILVUS_URI within the
+    read timeout (the bot turns it into its apology); once Milvus is back on the same address,
+    the same replica answers again without a restart."""
+    from retrieval.retriever import HybridRetriever
+
+    db = tmp_path / "answers" / "kotae.db"
+    server = LiteServer(db)
+    try:
+        settings = milvus_settings.model_copy(update={"milvus_uri": server.uri})
+        Indexer(settings, embeddings).run()
+        versions = milvus_of(settings)
+        versions.milvus.read_timeout_s = 2.0
+        retriever = HybridRetriever.from_settings(
+            settings, ServedIndex(versions, check_interval_s=0), embeddings)
+        answered = [hit.chunk_id for hit in retriever.search("経費精算の締め切り")]
+        assert answered
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(KotaeError, match="KOTAE_MILVUS_URI=" + server.uri):
+            retriever.search("経費精算の締め切り")
+        assert time.monotonic() - started < 15
+        server = LiteServer(db, server.port)
+        deadline = time.monotonic() + 15  # gRPC reconnects with a backoff of about a second
+        while True:
+            try:
+                again = [hit.chunk_id for hit in retriever.search("経費精算の締め切り")]
+                break
+            except KotaeError:
+                assert time.monotonic() < deadline, "no answer after Milvus came back"
+                time.sleep(0.5)
+        assert again == answered
+    finally:
+        server.stop()

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 SETTING = "KOTAE_MILVUS_URI"
 SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")
-CALL_TIMEOUT_S = 60.0  # per call, retries included: an outage fails a call, never hangs it
+CALL_TIMEOUT_S = 60.0  # per write, retries included: an outage fails a call, never hangs it
+READ_TIMEOUT_S = 10.0  # per read: a question waits this long at most before its apology
 CONNECT_TIMEOUT_S = 10.0
 LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT", "AUTOINDEX")  # "local mode only support ..."
 _LITE_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{1,36}$")  # what milvus_lite.server accepts
@@ -148,10 +149,12 @@ class Milvus:
     """The calls kotae makes, each with a timeout and our error (see the module docstring)."""
 
     def __init__(self, config: MilvusConfig, client: MilvusClient | None = None, *,
-                 timeout_s: float = CALL_TIMEOUT_S) -> None:
+                 timeout_s: float = CALL_TIMEOUT_S,
+                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
         self.config = config
         self.client = client if client is not None else connect(config)
         self.timeout_s = timeout_s
+        self.read_timeout_s = read_timeout_s
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -168,7 +171,7 @@ class Milvus:
 
     def has(self, kind: str) -> bool:
         with self._errors("listing collections"):
-            return bool(self.client.has_collection(self.name(kind), timeout=self.timeout_s))
+            return bool(self.client.has_collection(self.name(kind), timeout=self.read_timeout_s))
 
     def create(self, kind: str, schema: Any, index_params: Any) -> None:
         with self._errors(f"creating {self.name(kind)}"):
@@ -208,7 +211,7 @@ class Milvus:
             return []
         with self._errors(f"reading {self.name(kind)}"):
             return list(self.client.get(self.name(kind), ids=ids, output_fields=fields,
-                                        timeout=self.timeout_s))
+                                        timeout=self.read_timeout_s))
 
     def query(self, kind: str, where: str, fields: list[str], *,
               limit: int | None = None) -> list[dict[str, Any]]:
@@ -218,11 +221,11 @@ class Milvus:
             if limit is not None:
                 return list(self.client.query(self.name(kind), filter=where,
                                               output_fields=fields, limit=limit,
-                                              timeout=self.timeout_s))
+                                              timeout=self.read_timeout_s))
             found: list[dict[str, Any]] = []
             iterator = self.client.query_iterator(self.name(kind), batch_size=4096,
                                                   filter=where, output_fields=fields,
-                                                  timeout=self.timeout_s)
+                                                  timeout=self.read_timeout_s)
             try:
                 while batch := iterator.next():
                     found.extend(batch)
@@ -233,7 +236,7 @@ class Milvus:
     def count(self, kind: str, where: str) -> int:
         with self._errors(f"counting {self.name(kind)}"):
             found = self.client.query(self.name(kind), filter=where,
-                                      output_fields=["count(*)"], timeout=self.timeout_s)
+                                      output_fields=["count(*)"], timeout=self.read_timeout_s)
         return int(found[0]["count(*)"]) if found else 0
 
     def search(self, kind: str, data: list[Any], field: str, limit: int, where: str,
@@ -241,7 +244,7 @@ class Milvus:
         with self._errors(f"searching {self.name(kind)}"):
             return [list(hits) for hits in self.client.search(
                 self.name(kind), data=data, anns_field=field, limit=limit, filter=where,
-                search_params=params, output_fields=fields, timeout=self.timeout_s)]
+                search_params=params, output_fields=fields, timeout=self.read_timeout_s)]
 
     def flush(self, kind: str) -> None:
         with self._errors(f"flushing {self.name(kind)}"):
