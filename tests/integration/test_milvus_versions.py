@@ -362,3 +362,21 @@ def test_milvus_going_away_mid_answer_fails_the_question_in_bounded_time_then_re
         assert again == answered
     finally:
         server.stop()
+
+
+def test_one_index_reached_by_two_uris_has_one_lock_scope(served_lite: str,
+                                                          tmp_path: Path) -> None:
+    """`lock_scope` names the index by an id stored in Milvus, not by the URI as spelled, so a
+    lock keyed by it is one lock however a replica or an operator reaches the server."""
+    def versions_at(uri: str) -> MilvusVersions:
+        return MilvusVersions(lite_config(uri, "scope"), model="m", lock_dir=tmp_path / "l")
+
+    by_ip = versions_at(served_lite)
+    by_name = versions_at(served_lite.replace("127.0.0.1", "localhost"))
+    assert by_ip.location != by_name.location
+    by_ip.begin_build(8).publish({})
+    assert by_ip.lock_scope == by_name.lock_scope and by_ip.lock_scope.startswith("milvus index ")
+    other = MilvusVersions(lite_config(served_lite, "another"), model="m",
+                           lock_dir=tmp_path / "l")
+    other.begin_build(8).publish({})
+    assert other.lock_scope != by_ip.lock_scope  # another collection prefix: another index

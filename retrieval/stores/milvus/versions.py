@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -102,6 +103,14 @@ class MilvusVersions:
     def location(self) -> str:
         return self.config.location
 
+    @property
+    def lock_scope(self) -> str:
+        """What names this index whatever URI reaches it (a service name, an IP, localhost
+        through a port-forward): the id its first build stored in Milvus. Before that build,
+        the location. For a lock shared through Redis (KOTAE_REDIS_URL)."""
+        index_id = self._store_record().get("index_id") if self._exists() else None
+        return f"milvus index {index_id}" if index_id else self.location
+
     # --- reading -------------------------------------------------------------------------------
 
     def _exists(self) -> bool:
@@ -173,7 +182,8 @@ class MilvusVersions:
         else:
             self.meta_rows.put(STORE, "store", 0, {
                 "model": self.model, "dim": dim, "index_type": self.config.index_type,
-                "schema": SCHEMA_VERSION, "created_at": time.time()})
+                "schema": SCHEMA_VERSION, "created_at": time.time(),
+                "index_id": uuid.uuid4().hex})
         pointer = self._pointer()
         if base is not None and (pointer is None or pointer["version"] != base):
             raise ValueError(f"a Milvus build starts from the served version or from nothing, "
