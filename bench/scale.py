@@ -14,7 +14,9 @@ At each size (default 100k and 1M synthetic chunks), in one run:
   query in a shuffled order; recall@10 of each against the flat (exact) results, hybrid and dense.
 
 The corpus: 1024-d unit vectors in topical clusters (a shared direction, subjects, topics,
-documents of 20 chunks, noise in a 32-d subspace plus isotropic noise) calibrated so a query's
+documents of 20 chunks, variation in a 32-d subspace shared by all and in a 32-d subspace of
+each subject, plus isotropic noise)
+calibrated so a query's
 1st / 10th nearest chunk and the median chunk have cosines like bge-m3's on real text (the
 run reports them); independent Gaussian vectors would have no true neighbours, tight clusters
 would make any index look perfect. Sparse weights: ~60 Zipf tokens per chunk, as
@@ -43,8 +45,12 @@ DIM = 1024
 PER_DOC = 20
 VOCAB = 30_000
 # energy of each component of a chunk vector (sums to 1): shared direction, subject, topic,
-# document, 32-d subspace noise, isotropic noise — see `calibration` in the output
-MIX = (0.36, 0.10, 0.08, 0.04, 0.32, 0.10)
+# document, variation in one 32-d subspace shared by all subjects, variation in a 32-d
+# subspace of the chunk's subject, isotropic noise — see `calibration` in the output
+MIXES = {"mixed": (0.36, 0.10, 0.08, 0.04, 0.12, 0.20, 0.10),
+         # all variation in the shared subspace: near neighbours cross subjects (harder for IVF)
+         "shared": (0.36, 0.10, 0.08, 0.04, 0.32, 0.0, 0.10)}
+GENERATOR = 3  # bump when the corpus changes: cached corpora are keyed by it
 NOISE_RANK = 32
 
 
@@ -55,10 +61,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def make_corpus(folder: Path, n: int, queries: int, seed: int) -> Path:
+def make_corpus(folder: Path, n: int, queries: int, seed: int, variation: str = "mixed") -> Path:
     """Vectors, sparse CSR and query views of `n` chunks under `folder` (reused if there)."""
     done = folder / "done"
-    if done.exists():
+    mix = MIXES[variation]
+    if done.exists() and json.loads(done.read_text()).get("generator") == GENERATOR:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -69,8 +76,10 @@ def make_corpus(folder: Path, n: int, queries: int, seed: int) -> Path:
     topic_dirs = _unit(rng.standard_normal((topics, DIM)))
     topic_subject = rng.integers(0, subjects, topics)
     doc_topic = rng.integers(0, topics, docs)
-    basis, _ = np.linalg.qr(rng.standard_normal((DIM, NOISE_RANK)).astype(np.float32))
-    a, b, c, e, f, h = (np.float32(np.sqrt(x)) for x in MIX)
+    # each subject varies in its own 32-d subspace: fine-grained neighbours are topical
+    bases = np.stack([np.linalg.qr(rng.standard_normal((DIM, NOISE_RANK)))[0]
+                      for _ in range(subjects + 1)]).astype(np.float32)  # the last: shared
+    a, b, c, e, g, f, h = (np.float32(np.sqrt(x)) for x in mix)
     dense = np.lib.format.open_memmap(folder / "dense.npy", "w+", np.float32, (n, DIM))
     step = 32_768
     for start in range(0, n, step):
@@ -80,27 +89,42 @@ def make_corpus(folder: Path, n: int, queries: int, seed: int) -> Path:
         doc_dirs = _unit(np.random.default_rng([seed, first]).standard_normal(
             (last - first + 1, DIM)))
         topic = doc_topic[doc]
-        noise = _unit(rng.standard_normal((stop - start, NOISE_RANK)).astype(np.float32))
-        iso = _unit(rng.standard_normal((stop - start, DIM)).astype(np.float32))
-        dense[start:stop] = _unit(a * shared + b * subject_dirs[topic_subject[topic]]
+        subject = topic_subject[topic]
+        dense[start:stop] = _unit(a * shared + b * subject_dirs[subject]
                                   + c * topic_dirs[topic] + e * doc_dirs[doc - first]
-                                  + f * (noise @ basis.T) + h * iso)
+                                  + _variation(rng, bases, subject, g, f, h))
     dense.flush()
     # queries: about one document's topic (its chunks' mean as the document part)
     picked = rng.integers(0, docs, queries)
     topic = doc_topic[picked]
     doc_part = _unit(np.stack([dense[d * PER_DOC:min(n, (d + 1) * PER_DOC)].mean(0)
                                for d in picked]))
-    noise = _unit(rng.standard_normal((queries, NOISE_RANK)).astype(np.float32))
-    iso = _unit(rng.standard_normal((queries, DIM)).astype(np.float32))
-    q_dense = _unit(a * shared + b * subject_dirs[topic_subject[topic]] + c * topic_dirs[topic]
-                    + e * doc_part + f * (noise @ basis.T) + h * iso)
+    subject = topic_subject[topic]
+    q_dense = _unit(a * shared + b * subject_dirs[subject] + c * topic_dirs[topic]
+                    + e * doc_part + _variation(rng, bases, subject, g, f, h))
     np.save(folder / "q_dense.npy", q_dense)
     token_ids = rng.permutation(VOCAB) + 4  # 0..3 are bge-m3's special tokens
     _save_csr(folder, "sparse", *_zipf_rows(rng, n, 60, (0.02, 0.35), token_ids))
     _save_csr(folder, "q_sparse", *_zipf_rows(rng, queries, 16, (0.05, 0.3), token_ids))
-    done.write_text(json.dumps({"n": n, "seed": seed, "mix": MIX}))
+    done.write_text(json.dumps({"n": n, "seed": seed, "mix": mix, "generator": GENERATOR}))
     return folder
+
+
+def _variation(rng: np.random.Generator, bases: np.ndarray, subject: np.ndarray,
+               shared: np.float32, local: np.float32, iso: np.float32) -> np.ndarray:
+    """Per-chunk variation: random unit directions in the shared subspace (`bases[-1]`), in
+    the subspace of each row's subject, and in all 1024 dimensions, weighted."""
+    rows = len(subject)
+
+    def coords() -> np.ndarray:
+        return _unit(rng.standard_normal((rows, NOISE_RANK)).astype(np.float32))
+
+    out = shared * (coords() @ bases[-1].T)
+    local_coords = coords()
+    for s in np.unique(subject):
+        picked = subject == s
+        out[picked] += local * (local_coords[picked] @ bases[s].T)
+    return out + iso * _unit(rng.standard_normal((rows, DIM)).astype(np.float32))
 
 
 def _zipf_rows(rng: np.random.Generator, rows: int, per_row: int, weights: tuple[float, float],
@@ -410,8 +434,8 @@ def log_line(message: str) -> None:
 
 
 def bench_size(n: int, args: argparse.Namespace, run: Runner, work: Path) -> dict[str, Any]:
-    corpus = make_corpus(Path(args.cache) / f"corpus-{n}-{args.seed}", n, args.queries,
-                         args.seed)
+    corpus = make_corpus(Path(args.cache) / f"corpus-{args.variation}-{n}-{args.seed}", n,
+                         args.queries, args.seed, args.variation)
     log_line(f"{n:,}: corpus ready")
     today_root, new_root = work / f"today-{n}", work / f"new-{n}"
     for folder in (today_root, new_root):
@@ -494,7 +518,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, run: Any) ->
                     f"≤ 1% of the store: {secs(published['publish_s'])}, {100 * share:.2f}%: "
                     f"{met(published['publish_s'] <= 5 and share <= 0.01)}")
     return "\n\n".join([
-        run.heading("A million chunks: today's local index vs segments + IVF"),
+        run.heading("A million chunks: today's local index vs segments + IVF"
+                    + ("" if args.variation == "mixed" else f", {args.variation} variation")),
         run.machine_now(),
         "Shared machine: other sessions ran beside this one (see the load average); the "
         "contenders of each table ran in the same run; searches: each contender once per "
@@ -542,6 +567,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the built indexes")
     parser.add_argument("--threads", type=int, default=cpu_count())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variation", choices=sorted(MIXES), default="mixed",
+                        help="where chunks vary: a subspace shared by all subjects and one per "
+                        "subject (mixed), or the shared one only")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "JOB"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:

@@ -556,9 +556,10 @@ class HybridStore:
             known &= ~np.isin(wanted, self._hidden)
         if not known.any():
             return out
-        asked = positions[known]
-        scores = np.zeros(len(asked), np.float32)
         indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+        # the postings' own dtype: a mixed-dtype searchsorted would copy each posting list
+        asked = positions[known].astype(indices.dtype)
+        scores = np.zeros(len(asked), np.float32)
         for token in tokens:
             start, stop = int(indptr[token]), int(indptr[token + 1])
             if start == stop:
