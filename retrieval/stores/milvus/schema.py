@@ -153,15 +153,21 @@ def _scalar_indexes(params: Any, fields: Iterable[str]) -> None:
         params.add_index(field, index_type="INVERTED")
 
 
+def create_meta(milvus: Milvus) -> None:
+    """The meta collection alone (what the index's identity needs before a first build)."""
+    if not milvus.has(META):
+        params = milvus.client.prepare_index_params()
+        params.add_index("vec", index_type="FLAT", metric_type="IP")
+        milvus.create(META, _meta_schema(milvus.client), params)
+        milvus.load(META)
+
+
 def create_missing(milvus: Milvus, dim: int) -> None:
     """Create whichever of the three collections does not exist yet (idempotent: a crash
     between two creations is finished by the next build). Milvus Lite spends ~0.5 s per
     index it creates: meta and files have only their dummy vector's."""
     client = milvus.client
-    if not milvus.has(META):
-        params = client.prepare_index_params()
-        params.add_index("vec", index_type="FLAT", metric_type="IP")
-        milvus.create(META, _meta_schema(client), params)
+    create_meta(milvus)
     if not milvus.has(FILES):
         params = client.prepare_index_params()
         params.add_index("vec", index_type="FLAT", metric_type="IP")

@@ -41,6 +41,7 @@ from retrieval.stores.milvus.schema import (
     FILES,
     META,
     SCHEMA_VERSION,
+    create_meta,
     create_missing,
     in_list,
     unseen_by,
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-POINTER, STORE, BUILDS = "current", "store", "builds"
+POINTER, STORE, BUILDS, IDENTITY = "current", "store", "builds", "identity"
 
 
 def _version_key(version: str) -> str:
@@ -106,10 +107,15 @@ class MilvusVersions:
     @property
     def lock_scope(self) -> str:
         """What names this index whatever URI reaches it (a service name, an IP, localhost
-        through a port-forward): the id its first build stored in Milvus. Before that build,
-        the location. For a lock shared through Redis (KOTAE_REDIS_URL)."""
-        index_id = self._store_record().get("index_id") if self._exists() else None
-        return f"milvus index {index_id}" if index_id else self.location
+        through a port-forward): an id stored in its meta collection, made by the first
+        process that asks (only one taking a lock asks: a build follows). For a lock shared
+        through Redis (KOTAE_REDIS_URL)."""
+        create_meta(self.milvus)
+        identity = self.meta_rows.get(IDENTITY)
+        if identity is None:
+            self.meta_rows.put(IDENTITY, "identity", 0, {"index_id": uuid.uuid4().hex})
+            identity = self.meta_rows.get(IDENTITY)  # a concurrent first writer may have won
+        return f"milvus index {identity['index_id']}"
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -182,8 +188,7 @@ class MilvusVersions:
         else:
             self.meta_rows.put(STORE, "store", 0, {
                 "model": self.model, "dim": dim, "index_type": self.config.index_type,
-                "schema": SCHEMA_VERSION, "created_at": time.time(),
-                "index_id": uuid.uuid4().hex})
+                "schema": SCHEMA_VERSION, "created_at": time.time()})
         pointer = self._pointer()
         if base is not None and (pointer is None or pointer["version"] != base):
             raise ValueError(f"a Milvus build starts from the served version or from nothing, "
