@@ -119,6 +119,7 @@ class KotaeService:
             "faiss_device": resolved_faiss_device(self.settings.faiss_device),
             "retrieval_mode": self.mode,
             "index_dir": str(self.settings.index_dir),
+            "index_store": self.index.versions.location,  # a folder, or Milvus (URI masked)
             "embedding_cache": self._embedding_cache(),
             "index_size": self._index_size(),
             "access": self.access_status(),
