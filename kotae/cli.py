@@ -406,6 +406,32 @@ def migrate_to_milvus(as_json: JsonOption = False) -> None:
                   "set KOTAE_STORE=milvus to serve it", markup=False)
 
 
+@app.command("milvus-lite-serve")
+def milvus_lite_serve(
+    db: Annotated[Path, typer.Argument(metavar="DB_FILE", help="the Milvus Lite .db file")],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 19530,
+) -> None:
+    """Serve a Milvus Lite file over TCP, so several processes (`kotae serve` beside
+    `kotae index`, replicas) share it: KOTAE_MILVUS_URI=http://HOST:PORT. Ctrl-C stops it."""
+    from retrieval.stores.milvus.lite_server import LiteServer
+
+    try:
+        server = LiteServer(db, host=host, port=port)
+    except KotaeError as error:
+        _fail(error)
+    err.print(f"serving {server.db} at {server.uri}; set KOTAE_STORE=milvus "
+              f"KOTAE_MILVUS_URI={server.uri}", markup=False)
+    try:
+        while server.alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        server.stop()
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    server.stop()
+    _fail(KotaeError(f"Milvus Lite serving {server.db} stopped by itself"))
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Argument(metavar="FOLDER", help="where to write the checkpoint")],
