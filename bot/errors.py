@@ -51,4 +51,6 @@ def _one_line(text: str, limit: int = 200) -> str:
 def failure_reason(error: Exception) -> str:
     """What a user is told about a failure: a domain error explains itself; anything else is
     our problem, and its details belong in the log, not in Slack."""
-    return str(error) if isinstance(error, KotaeError) else GENERIC_FAILURE
+    if not isinstance(error, KotaeError):
+        return GENERIC_FAILURE
+    return error.for_users or str(error)

@@ -2,7 +2,11 @@
 
 
 class KotaeError(Exception):
-    """Base class; `str(error)` is written for the person who has to act on it."""
+    """Base class; `str(error)` is written for the person who has to act on it. Where that is
+    the operator (a server's address, what it answered), `for_users` is what a Slack user is
+    told instead, and the details go to the log."""
+
+    for_users: str | None = None
 
 
 class SettingsInvalid(KotaeError):

@@ -43,6 +43,9 @@ _LITE_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{1,36}$")  # what milvus_lite.server a
 class MilvusError(KotaeError):
     """Milvus refused or failed a call; the message names KOTAE_MILVUS_URI."""
 
+    for_users = ("the document index is not answering right now. Please try again in a "
+                 "minute (the details are in the bot's log).")
+
 
 class MilvusUnavailable(MilvusError):
     """Milvus cannot be reached (or a Milvus Lite file cannot be opened)."""
