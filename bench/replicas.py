@@ -101,10 +101,37 @@ def stop_replicas(replicas: list[tuple[subprocess.Popen, str]]) -> None:
             child.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux: /proc/PID/stat); 0 for a
+    process that is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_named(name: str) -> list[int]:
+    """The pids of this process's children called `name` (the Milvus Lite server's binary,
+    which milvus_lite starts for us)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        comm, rest = text[text.index("(") + 1:text.rindex(")")], text.rsplit(")", 1)[1]
+        if comm == name and int(rest.split()[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
 def burst(urls: list[str], slack: FakeSlackAPI, llm: FakeOpenAIServer, mentions: int,
-          ts_base: int, wait_s: float) -> dict[str, object]:
-    """Every mention to every replica at once, then one retry of each to a random replica."""
+          ts_base: int, wait_s: float, watched: dict[str, list[int]]) -> dict[str, object]:
+    """Every mention to every replica at once, then one retry of each to a random replica;
+    `watched`: the processes whose CPU time during the burst is counted, by role."""
     acks: list[float] = []
+    cpu_before = {role: sum(map(cpu_seconds, pids)) for role, pids in watched.items()}
     calls_before = len(llm.requests)
     chooser = random.Random(ts_base)
 
@@ -149,9 +176,10 @@ def burst(urls: list[str], slack: FakeSlackAPI, llm: FakeOpenAIServer, mentions:
         for job in jobs:
             job.result()
     watcher.join()
+    cpu = {role: sum(map(cpu_seconds, pids)) - cpu_before[role] for role, pids in watched.items()}
     time.sleep(1.0)  # a late duplicate shows up too
     counts = [answers(thread) for thread in threads]
-    return {"acks": acks, "duplicates": sum(c > 1 for c in counts),
+    return {"acks": acks, "cpu": cpu, "duplicates": sum(c > 1 for c in counts),
             "unanswered": sum(c == 0 for c in counts),
             "llm_calls": len(llm.requests) - calls_before,
             "answered_after": list(answered_after.values())}
@@ -231,9 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     print(f"{label}: {args.mentions} mentions x 2 replicas + retries …",
                           flush=True)
+                    watched = {"replicas": [child.pid for child, _url in replicas]}
+                    if "KOTAE_MILVUS_URI" in extra:  # the servers of this run, not idle ones
+                        watched["Milvus Lite server"] = children_named("milvus")
+                    if "KOTAE_REDIS_URL" in extra and redis.process is not None:
+                        watched["redis-server"] = [redis.process.pid]
                     results[label] = burst([url for _child, url in replicas], slack, llm,
                                            args.mentions, 1600000000 + 100000 * number,
-                                           wait_s)
+                                           wait_s, watched)
                 finally:
                     stop_replicas(replicas)
     finally:
@@ -250,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         assert isinstance(values, list)
         return values
 
+    def cpu_of(run: str) -> dict[str, float]:
+        cpu = results[run]["cpu"]
+        assert isinstance(cpu, dict)
+        return cpu
+
     def seconds(values: list[float], pick: Callable[[list[float]], float]) -> str:
         return f"{pick(values):.1f} s" if values else "–"
 
@@ -262,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             ["answered, p50 (from the burst's start)",
              *(seconds(samples(run, "answered_after"), p50) for run in labels)],
             ["last answer (from the burst's start)",
-             *(seconds(samples(run, "answered_after"), max) for run in labels)]]
+             *(seconds(samples(run, "answered_after"), max) for run in labels)],
+            *([f"CPU during the burst: {role}",
+               *(f"{cpu_of(run)[role]:.1f} s" if role in cpu_of(run) else "–" for run in labels)]
+              for role in ("replicas", "Milvus Lite server", "redis-server"))]
     shared = [run for run in labels if run.startswith("Redis")]
     ok = all(p99(samples(run, "acks")) < 0.1 and results[run]["duplicates"] == 0
              and results[run]["unanswered"] == 0 for run in shared)
@@ -279,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         "beside them in the same run, the same two replicas with only their in-process "
         f"dedupe. Fake chat model answering after {args.llm_delay:.1f} s; tiny bge-m3, bundled "
         "samples; the load generator, fake Slack and fake model run in the bench process. "
-        f"Answer times are looked for every {WATCH_S} s.",
+        f"Answer times are looked for every {WATCH_S} s; CPU: user + system time of the "
+        "processes in each role from the burst's first delivery until every question was "
+        "answered (both replicas together; the Milvus Lite server serves only the Milvus "
+        "column, yet all of them share this machine's cores).",
         table(["", *labels], rows),
         f"Goal (sharing Redis): ack p99 < 100 ms, 0 duplicate answers, 0 unanswered — "
         f"{met(ok)}.",
