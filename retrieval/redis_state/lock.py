@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,9 +124,20 @@ class HeldLock:
 class RedisIndexLock:
     """The lock of the index at `location`; connects (and PINGs) on first use."""
 
-    def __init__(self, url: str, *, key: str, ttl_s: float, location: str) -> None:
-        self._url, self.key, self.ttl_s, self.location = url, key, ttl_s, location
+    def __init__(self, url: str, *, key: str | Callable[[], str], ttl_s: float,
+                 location: str) -> None:
+        self._url, self.ttl_s, self.location = url, ttl_s, location
+        # a callable is asked when the lock is first taken: naming a Milvus index reads (or
+        # creates) its id in Milvus, which opening the backend for `kotae status` must not do
+        self._key, self._key_of = (key, None) if isinstance(key, str) else (None, key)
         self._client: Redis | None = None
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            assert self._key_of is not None
+            self._key = self._key_of()
+        return self._key
 
     def _redis(self) -> Redis:
         if self._client is None:
@@ -268,7 +279,7 @@ def with_shared_lock(versions: IndexVersions, settings: Settings) -> IndexVersio
     if settings.redis_url is None:
         return versions
     lock = RedisIndexLock(settings.redis_url.get_secret_value(),
-                          key=f"{settings.redis_prefix}index-lock:{scope(versions)}",
+                          key=lambda: f"{settings.redis_prefix}index-lock:{scope(versions)}",
                           ttl_s=settings.redis_lock_ttl_s, location=versions.location)
     return SharedLockVersions(versions, lock)
 
@@ -280,4 +291,6 @@ def scope(versions: IndexVersions) -> str:
 
     if isinstance(versions, LocalVersions):
         return f"{socket.gethostname()}:{Path(versions.location).resolve()}"
-    return versions.location
+    # a backend that can name its index whatever address reaches it (Milvus: an id stored in
+    # the index itself, so two URIs of one server are one lock)
+    return str(getattr(versions, "lock_scope", versions.location))

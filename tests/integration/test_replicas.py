@@ -308,10 +308,6 @@ def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
     assert "Thursday [1]" in ask_handoff(b, fake_slack, "1600000400.000200")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the Redis lock's key is the Milvus URI as spelled (MilvusConfig.location): replicas or an "
-    "operator's `kotae index` that reach one Milvus by two names (a service name and an IP, "
-    "localhost through a port-forward) each get the lock, and two builds run at once"))
 def test_one_milvus_reached_by_two_names_is_one_reindex_lock(
         redis_server: RedisServer, tiny_model_dir: Path, tmp_path: Path) -> None:
     from retrieval.errors import IndexLocked
