@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from tests.redis_server import RedisServer
 SECRET = "replica-secret"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NEW_FACT = "Backups run every night at 02:00 JST"
+NEW_SOURCE = "backups.md"  # its path is in the prompt only when it is a retrieved source
+SERVED_CHECK_S = 1.0  # ServedIndex's check_interval_s, as KotaeService opens it
 LOCK_TTL_S = 4.0  # the Redis lock of a killed indexer frees this long after its last renewal
 OLD_HANDOFF, NEW_HANDOFF = "every Monday at 10:00 JST", "every Thursday at 16:00 JST"
 
@@ -182,7 +185,7 @@ def test_two_kotae_serve_replicas_share_redis(
         fake_openai: FakeOpenAIServer, sample_docs: Path) -> None:
     a, b = replicas
     fake_openai.responder = lambda request: Reply(
-        text="Nightly at 02:00 [1]." if NEW_FACT in sources_of(request) else "Monday [1].",
+        text="Nightly at 02:00 [1]." if NEW_SOURCE in sources_of(request) else "Monday [1].",
         chunk_delay_s=0.02)
 
     # every delivery to both replicas, retries to either: one answer
@@ -191,15 +194,19 @@ def test_two_kotae_serve_replicas_share_redis(
     assert b.send(body, retry_headers(1)) == 200 and a.send(body, retry_headers(2)) == 200
     assert len(wait_for_bot_reply(fake_slack, "C1", "1600000300.000100")) == 1
     assert len(fake_openai.requests) == 1
+    last_look = time.monotonic()  # the answering replica read the served version before this
 
     # /kotae reindex on A: B answers from the new version right after the switch
-    (sample_docs / "backups.md").write_text(f"# Backups\n\n{NEW_FACT}.\n", "utf-8")
+    (sample_docs / NEW_SOURCE).write_text(f"# Backups\n\n{NEW_FACT}.\n", "utf-8")
     assert a.send(reindex_command(fake_slack, "reindex"), content_type=FORM) == 200
     wait_until(lambda: any("Reindex finished" in (call.params.get("text") or "")
                            for call in fake_slack.calls("chat.update")), timeout=120,
                interval=0.1)
-    # sent at once: B's first search after the switch must already be on the new version
-    # (ServedIndex reads the served version when its last look is 1 s old or more)
+    # B's first search after the switch is on the new version: a replica reads the served
+    # version again when its last look is SERVED_CHECK_S old (retrieval.stores.served), and
+    # B's last look was for the first question at the latest (on a fast machine the reindex
+    # can end sooner than that after it: then the question waits for the rest)
+    time.sleep(max(0.0, SERVED_CHECK_S - (time.monotonic() - last_look)))
     event = {**mention_event("1600000300.000200"), "text": f"<@UBOT> {NEW_FACT}?"}
     assert b.send(event_body(event, "EvAfterReindex")) == 200
     [reply] = wait_for_bot_reply(fake_slack, "C1", "1600000300.000200")
