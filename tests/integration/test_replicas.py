@@ -252,6 +252,8 @@ def ask_handoff(replica: Replica, slack: FakeSlackAPI, ts: str) -> str:
 EMBEDDING = re.compile(r"embedding ([1-9]\d*)/\d+ chunks")
 
 
+# Milvus only, as the issue asks: a local folder passes it too (the `on_milvus` checks aside),
+# but costs another ~22 s, past this file's time budget.
 @pytest.mark.parametrize("store_env", ["milvus"], indirect=True)
 def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
         replicas: tuple[Replica, Replica], redis_server: RedisServer,
