@@ -6,7 +6,8 @@ real Redis and one index — a local folder on this machine, or one Milvus Lite 
 - `/kotae reindex` on replica A: replica B answers from the new version at once;
 - kill -9 of A in the middle of an answer: B keeps answering new questions;
 - kill -9 of A in the middle of a reindex: B keeps serving the old version, the Redis lock of
-  the killed holder expires (KOTAE_REDIS_LOCK_TTL_S), and B's reindex then succeeds.
+  the killed holder expires (KOTAE_REDIS_LOCK_TTL_S), and B's reindex then succeeds;
+- one Milvus reached by two URIs (a service name, localhost through a port-forward) is one lock.
 
 The initial corpus is indexed before the replicas start, with their own environment.
 """
