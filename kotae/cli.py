@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
@@ -422,6 +423,9 @@ def milvus_lite_serve(
         _fail(error)
     err.print(f"serving {server.db} at {server.uri}; set KOTAE_STORE=milvus "
               f"KOTAE_MILVUS_URI={server.uri}", markup=False)
+    # A service manager stops it with SIGTERM: the engine is a child process that would
+    # outlive us (and keep the port) unless stopped the way Ctrl-C stops it.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while server.alive():
             time.sleep(0.5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,8 +54,15 @@ def test_serves_a_lite_file_to_other_processes_until_interrupted(tmp_path: Path)
         wait_until(lambda: "served" in client.list_collections(), timeout=10)
         client.close()
     finally:
-        again.send_signal(signal.SIGINT)
-        again.wait(timeout=30)
+        again.send_signal(signal.SIGTERM)  # as a service manager stops it
+        assert again.wait(timeout=30) == 130
+    # the engine (a child process) stopped with it: nothing listens on the port any more
+    wait_until(lambda: not _listening(port), timeout=10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_a_missing_folder_is_one_line(tmp_path: Path) -> None:
