@@ -530,6 +530,12 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, run: Any) ->
         table(["chunks", "index", "p50", "p99", "hybrid recall@10", "dense recall@10"],
               search_rows),
         "\n".join(calibration),
+        "IVF scores are exact cosines of the vectors it scans; what it can miss is a "
+        "neighbour in a cell it does not probe, hence recall below 1 at small nprobe. The "
+        "lexical half does not depend on the dense index: `search_sparse` reads every posting "
+        "of the query's tokens (with these Zipf weights ~6M postings per query at 1M chunks, "
+        "frequent tokens weighted like rare ones) and ranks all chunks that share one, so at "
+        "1M it is the larger part of a hybrid search.",
         "### Build, open, memory, disk (a fresh process for each step)",
         "Build: one version from nothing, LocalVersions.begin_build → add (512 a call) → "
         "publish → prune. Open: open_version in a fresh process; RSS growth after the open, "
