@@ -1,7 +1,11 @@
 """Index versions under KOTAE_INDEX_DIR: build beside the current one, switch with one rename.
 
     <index_dir>/CURRENT              name of the version being served (replaced atomically)
-    <index_dir>/versions/<version>/  dense.faiss, sparse.npz, docstore.sqlite3, manifest.json
+    <index_dir>/versions/<version>/  manifest.json, segments.json, deleted.npy and a
+                                     docstore.sqlite3 of files + meta (a version written
+                                     before segments: dense.faiss, sparse.npz and the chunks)
+    <index_dir>/segments/<name>/     dense.faiss, sparse.npz, docstore.sqlite3 of one segment
+                                     (`retrieval.stores.local.versions` shares them)
     <index_dir>/versions/.building-* a build in progress (removed if a crash left it behind)
     <index_dir>/.lock, lock.json     one indexer at a time, and who holds it
 """
