@@ -131,9 +131,10 @@ class SegmentedStore:
         return (np.take_along_axis(scores, order, axis=1),
                 np.take_along_axis(ids, order, axis=1))
 
-    def search_sparse(self, query: dict[int, float], k: int, *,
-                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        found = [store.search_sparse(query, k, rows=rows) for store in self._stores]
+    def search_sparse(self, query: dict[int, float], k: int, *, rows: np.ndarray | None = None,
+                      exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Each segment's top-k, merged (`exact`: see `HybridStore.search_sparse`)."""
+        found = [store.search_sparse(query, k, rows=rows, exact=exact) for store in self._stores]
         if len(found) == 1:
             return found[0]
         scores = np.concatenate([s for s, _ in found])

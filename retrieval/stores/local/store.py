@@ -18,7 +18,9 @@ sunset. So this is a VectorStore on faiss directly:
   searches are serialised because GPU resources are not thread-safe.
 - Sparse weights are stored per chunk as two little blobs (token ids, weights) and assembled
   into a scipy CSR matrix (tokens x chunks: an inverted index, a query reads only its tokens'
-  postings) for lexical search; saved as a plain uncompressed `.npz`.
+  postings) for lexical search; saved as a plain uncompressed `.npz`, with each token's
+  postings also in descending weight (`retrieval.stores.local.impact`): a large segment's
+  unfiltered lexical top-k reads only the heaviest postings of each query token.
 - Nothing is ever unpickled.
 """
 
@@ -61,6 +63,7 @@ from retrieval.stores.local.docstore import (
     placeholders,
     stored_chunks,
 )
+from retrieval.stores.local.impact import LexicalChoice, exact_scores, impact_order, impact_top
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +123,10 @@ class HybridStore:
         self._hidden_positions = np.zeros(0, np.int64)
         self._flat_view: tuple[np.ndarray, np.ndarray] | None = None  # see _search_small_flat
         self._sparse_matrix: sp.csr_matrix | None = None
+        # the matrix's postings by descending weight per token (see `impact`), made at save or
+        # on the first search of a segment saved without them
+        self._impact: tuple[np.ndarray, np.ndarray] | None = None
+        self.lexical = LexicalChoice()
         # the last filter's FAISS selector and sparse positions (see `_selector`)
         self._selectors: tuple[np.ndarray, Any] | None = None
         self._positions_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -231,6 +238,7 @@ class HybridStore:
                     self._index.add_with_ids(old_vectors, np.asarray(replaced, np.int64))
                 raise
             self._sparse_matrix = None
+            self._impact = None
         return row_ids
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
@@ -257,6 +265,7 @@ class HybridStore:
             self._index.remove_ids(np.asarray(rows, np.int64))
         self._gpu_stale = self.on_gpu
         self._sparse_matrix = None
+        self._impact = None
         return len(rows)
 
     def absorb(self, other: HybridStore) -> int:
@@ -282,6 +291,7 @@ class HybridStore:
                 self._index.add_with_ids(other.vectors(batch), batch)
             self._gpu_stale = self.on_gpu
             self._sparse_matrix = None
+            self._impact = None
         return len(rows)
 
     def _refuse_if_read_only(self) -> None:
@@ -319,8 +329,10 @@ class HybridStore:
             matrix = self._sparse_matrix
             assert matrix is not None
             with open(self.folder / (SPARSE_FILE + ".tmp"), "wb") as handle:
+                impact_positions, impact_weights = self._impact_postings()
                 np.savez(handle, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr,
-                         shape=np.asarray(matrix.shape), rows=self._sparse_rows)
+                         shape=np.asarray(matrix.shape), rows=self._sparse_rows,
+                         impact_positions=impact_positions, impact_weights=impact_weights)
                 handle.flush()
                 os.fsync(handle.fileno())
             (self.folder / (SPARSE_FILE + ".tmp")).replace(self.folder / SPARSE_FILE)
@@ -349,6 +361,20 @@ class HybridStore:
         self._sparse_matrix = sp.csr_matrix(
             (arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
         self._sparse_rows = np.asarray(arrays["rows"])
+        if "impact_positions" in arrays and "impact_weights" in arrays:
+            self._impact = (arrays["impact_positions"], arrays["impact_weights"])
+
+    def _impact_postings(self) -> tuple[np.ndarray, np.ndarray]:
+        """The impact-ordered postings, made from the matrix if this store has none yet (a
+        segment saved before they existed: made once, in memory)."""
+        matrix, _rows = self._sparse()
+        with self._lock:
+            if self._impact is None:
+                if self.read_only:
+                    logger.info("%s: ordering %d postings by weight (saved without them)",
+                                self.folder, matrix.nnz)
+                self._impact = impact_order(matrix)
+            return self._impact
 
     def _build_sparse(self) -> None:
         """Rebuild the (tokens x chunks) CSR matrix from the docstore."""
@@ -372,6 +398,7 @@ class HybridStore:
         csr = matrix.tocsr()
         csr.sort_indices()
         self._sparse_matrix = csr
+        self._impact = None
         self._sparse_rows = np.asarray(row_ids, np.int64)
 
     # --- reading -------------------------------------------------------------------------------
@@ -531,11 +558,21 @@ class HybridStore:
         self._selectors = (rows, selector)
         return selector
 
-    def search_sparse(self, query: dict[int, float], k: int, *,
-                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search_sparse(self, query: dict[int, float], k: int, *, rows: np.ndarray | None = None,
+                      exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The top-k positive lexical scores (best first) and their row ids; with `rows`, only
         among those (the others are masked out before ranking). Reads only the postings of
-        the query's tokens (scipy's CSR row slice), then one pass to pick the top k."""
+        the query's tokens (scipy's CSR row slice), then one pass to pick the top k.
+
+        Unfiltered, in a segment of `lexical.min_positions` chunks or more: only the heaviest
+        postings of each query token, their best chunks rescored exactly (`impact_top`; the
+        scores returned are exact, the set may miss a chunk that no token ranks high).
+        `exact=True` always takes the full path."""
+        matrix, row_ids = self._sparse()
+        if rows is None and not exact and matrix.shape[1] >= self.lexical.min_positions:
+            scores, positions = impact_top(matrix, self._impact_postings(), query, max(1, k),
+                                           self.lexical, self._hidden_positions)
+            return scores, row_ids[positions]
         scores, row_ids = self._lexical_scores(query, rows)
         top = _top_positive(scores, max(1, k))
         return scores[top], row_ids[top]
@@ -556,19 +593,7 @@ class HybridStore:
             known &= ~np.isin(wanted, self._hidden)
         if not known.any():
             return out
-        indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
-        # the postings' own dtype: a mixed-dtype searchsorted would copy each posting list
-        asked = positions[known].astype(indices.dtype)
-        scores = np.zeros(len(asked), np.float32)
-        for token in tokens:
-            start, stop = int(indptr[token]), int(indptr[token + 1])
-            if start == stop:
-                continue
-            postings = indices[start:stop]
-            at = np.minimum(np.searchsorted(postings, asked), stop - start - 1)
-            hit = postings[at] == asked
-            scores[hit] += np.float32(query[token]) * data[start:stop][at[hit]]
-        out[known] = scores
+        out[known] = exact_scores(matrix, query, positions[known])
         return out
 
     def _sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
