@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from retrieval.stores.local import SPARSE_FILE
-from retrieval.stores.local.impact import LexicalChoice
+from retrieval.stores.local.impact import LexicalChoice, top_positive
 from retrieval.stores.local.store import HybridStore
 
 DIM = 8
@@ -25,9 +25,13 @@ def unit_vectors(n: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def saved_segment(folder: Path, sparse: list[dict[int, float]]) -> HybridStore:
-    """A segment saved with these chunks' sparse weights, reopened read-only (mapped)."""
+def saved_segment(folder: Path, sparse: list[dict[int, float]],
+                  lexical: LexicalChoice | None = None) -> HybridStore:
+    """A segment saved with these chunks' sparse weights (and the impact arrays where
+    `lexical` wants them), reopened read-only (mapped)."""
     store = HybridStore(folder, DIM, device="cpu")
+    if lexical is not None:
+        store.lexical = lexical
     ids = [f"c{i}" for i in range(len(sparse))]
     store.add(ids, [f"text {i}" for i in ids], [{"source": f"s{i % 7}"} for i in range(len(ids))],
               unit_vectors(len(ids)), sparse)
@@ -88,18 +92,45 @@ def test_an_access_filter_takes_the_exact_path(tmp_path: Path) -> None:
     assert found.tolist() == [rows[0], rows[2]]  # only the allowed rows, best first
 
 
-def test_small_segments_stay_exact_by_default(tmp_path: Path) -> None:
+def test_small_segments_and_the_default_stay_exact(tmp_path: Path) -> None:
     segment, rows = crafted(tmp_path)
     segment.lexical = LexicalChoice(min_positions=5, min_depth=1, depth_per_k=0,
                                     rescore_per_k=1)  # 4 chunks < 5
     assert segment.search_sparse({1: 1.0, 2: 1.0}, 1)[1].tolist() == [rows[1]]
+    segment.lexical = LexicalChoice(min_depth=1, depth_per_k=0, rescore_per_k=1)
+    assert segment.search_sparse({1: 1.0, 2: 1.0}, 1)[1].tolist() == [rows[1]]
+
+
+def test_the_exact_top_k_of_many_scores_is_the_sorted_one() -> None:
+    """`top_positive`'s sampled threshold never changes the answer: ties, zeros, few
+    positives, and scores that put fewer than k above the threshold."""
+    rng = np.random.default_rng(4)
+    cases = [rng.random(300_000).astype(np.float32),
+             np.round(rng.random(300_000), 2).astype(np.float32),  # many ties
+             np.where(rng.random(300_000) < 0.0001, rng.random(300_000), 0).astype(np.float32),
+             np.zeros(300_000, np.float32)]
+    skewed = np.zeros(300_000, np.float32)
+    skewed[1::64] = 1.0  # every sampled score high, none of the others
+    skewed[::64] = 0.5
+    cases.append(skewed)
+    for scores in cases:
+        for k in (1, 10, 50, 1000):
+            top = top_positive(scores, k)
+            positive = np.flatnonzero(scores > 0)
+            expected = positive[np.lexsort((positive, -scores[positive]))][:k]
+            assert top.tolist() == expected.tolist()
 
 
 def test_the_impact_arrays_are_saved_mapped_and_made_for_old_segments(tmp_path: Path) -> None:
     corpus = zipf_corpus(200)
-    segment = saved_segment(tmp_path, corpus)
+    plain = saved_segment(tmp_path / "plain", corpus)  # the default reads no impact arrays
+    with zipfile.ZipFile(tmp_path / "plain" / SPARSE_FILE) as archive:
+        assert not any(name.startswith("impact_") for name in archive.namelist())
+    plain.close()
+    segment = saved_segment(tmp_path, corpus, DEEP)
     with zipfile.ZipFile(tmp_path / SPARSE_FILE) as archive:
         assert {"impact_positions.npy", "impact_weights.npy"} <= set(archive.namelist())
+    assert segment._impact is not None and isinstance(segment._impact[0], np.memmap)
     segment.lexical = DEEP
     expected = [segment.search_sparse(q, 10, exact=True) for q in queries(5)]
     segment.close()

@@ -1,4 +1,14 @@
-"""Impact-ordered postings: the lexical top-k of a large segment without scoring every chunk.
+"""Lexical scoring of a segment: every chunk exactly (`all_scores`, `top_positive`), or the
+top-k from impact-ordered postings (`impact_top`, opt-in).
+
+`all_scores` adds each query token's postings into one score array in place (scipy's C
+`csc_matvec` over views of the token's slice of the CSR arrays): nothing is copied, where
+`matrix[tokens].T @ weights` first copies every posting of the query's tokens (at a million
+chunks with this bench's Zipf tokens, ~6M a query: half the time). `top_positive` skips the
+full `argpartition` over a million scores by first keeping those above a threshold read off a
+strided sample (exact: it falls back when fewer than k pass).
+
+Impact-ordered postings (opt-in: `LexicalChoice.min_positions`):
 
 The exact lexical search reads every posting of the query's tokens (at a million chunks, a
 few million a query) and ranks a score per chunk. A chunk ranks high because some query
@@ -11,7 +21,9 @@ search) and returns the exact top-k among them. It is exact whenever every query
 most `depth` postings; otherwise a chunk that is mediocre in every token can be missed — the
 hybrid retriever scores its candidates exactly anyway, and `bench.scale` measures the recall.
 
-With an access filter (`rows`) or in a small segment the store keeps the exact path.
+With an access filter (`rows`) or in a small segment the store keeps the exact path. On
+`bench.scale`'s corpus (frequent tokens in most chunks, weights alike) it finds few of the exact
+lexical top-50 and costs hybrid recall, so it is off by default.
 """
 
 from __future__ import annotations
@@ -21,15 +33,26 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse as sp
 
+try:  # scipy's own C kernel (private module, there since scipy 0.x): y += A @ x for CSC
+    from scipy.sparse._sparsetools import csc_matvec
+except ImportError:  # pragma: no cover - a scipy without it: the copying path below
+    csc_matvec = None
+
+_SAMPLE_STRIDE = 64  # top_positive's threshold sample: every 64th score
+_SAMPLE_MIN = 1 << 16  # arrays shorter than this are ranked directly
+
 
 @dataclass(frozen=True)
 class LexicalChoice:
     """When a segment answers `search_sparse` from impact-ordered postings, and how deep."""
 
-    min_positions: int = 100_000  # segments with fewer chunks stay exact (they are fast)
+    min_positions: int | None = None  # from this many chunks on; None: never (exact)
     depth_per_k: int = 4
     min_depth: int = 1000  # postings read per query token: max(min_depth, depth_per_k * k)
     rescore_per_k: int = 4  # candidates rescored exactly: max(k, rescore_per_k * k)
+
+    def wants_impact(self, positions: int) -> bool:
+        return self.min_positions is not None and positions >= self.min_positions
 
     def depth(self, k: int) -> int:
         return max(self.min_depth, self.depth_per_k * k)
@@ -45,6 +68,53 @@ def impact_order(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((-np.asarray(matrix.data), tokens))
     return (np.ascontiguousarray(np.asarray(matrix.indices)[order]),
             np.ascontiguousarray(np.asarray(matrix.data)[order]))
+
+
+def all_scores(matrix: sp.csr_matrix, query: dict[int, float]) -> np.ndarray:
+    """The lexical score of every column (chunk) of `matrix` (tokens x chunks)."""
+    tokens = [t for t in query if 0 <= t < matrix.shape[0]]
+    if csc_matvec is None or not tokens:
+        weights = np.asarray([query[t] for t in tokens], np.float32)
+        if not tokens:
+            return np.zeros(matrix.shape[1], np.float32)
+        return np.asarray(matrix[tokens].T @ weights, np.float32).ravel()
+    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+    scores = np.zeros(matrix.shape[1], np.float32)
+    for token in tokens:  # one C call per query token, never a Python loop over postings
+        start, stop = int(indptr[token]), int(indptr[token + 1])
+        if start < stop:
+            csc_matvec(matrix.shape[1], 1, np.asarray([0, stop - start], indices.dtype),
+                       indices[start:stop], data[start:stop],
+                       np.asarray([query[token]], data.dtype), scores)
+    return scores
+
+
+def top_positive(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n highest positive scores, best first (ties: lower position first)."""
+    if not len(scores):
+        return np.zeros(0, np.int64)
+    among = None
+    if len(scores) >= _SAMPLE_MIN and n * _SAMPLE_STRIDE * 4 < len(scores):
+        sample = scores[::_SAMPLE_STRIDE]
+        # the sample's (n/stride + a margin)-th best: ~4n scores above it, often fewer than n
+        rank = min(len(sample) - 1, n // _SAMPLE_STRIDE + 8)
+        threshold = max(np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank],
+                        np.float32(np.finfo(np.float32).tiny))
+        above = np.flatnonzero(scores >= threshold)
+        if len(above) >= n:
+            among = above
+    if among is None:
+        among = (np.argpartition(-scores, n - 1)[:n] if len(scores) > n
+                 else np.arange(len(scores)))
+        among = np.sort(among)
+    values = scores[among]
+    if len(among) > n:  # the n best of them; every score tied with the n-th is kept here
+        cut = np.partition(-values, n - 1)[n - 1]
+        keep = -values <= cut
+        among, values = among[keep], values[keep]
+    order = np.argsort(-values, kind="stable")[:n]  # `among` ascends: ties by position
+    order = order[values[order] > 0]
+    return among[order].astype(np.int64)
 
 
 def exact_scores(matrix: sp.csr_matrix, query: dict[int, float],

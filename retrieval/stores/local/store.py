@@ -18,9 +18,10 @@ sunset. So this is a VectorStore on faiss directly:
   searches are serialised because GPU resources are not thread-safe.
 - Sparse weights are stored per chunk as two little blobs (token ids, weights) and assembled
   into a scipy CSR matrix (tokens x chunks: an inverted index, a query reads only its tokens'
-  postings) for lexical search; saved as a plain uncompressed `.npz`, with each token's
-  postings also in descending weight (`retrieval.stores.local.impact`): a large segment's
-  unfiltered lexical top-k reads only the heaviest postings of each query token.
+  postings) for lexical search; saved as a plain uncompressed `.npz`. Scoring adds each query
+  token's postings into one array in place (`retrieval.stores.local.impact`, no copy of the
+  postings); opt-in, a large segment's unfiltered top-k can read only the heaviest postings of
+  each query token (saved beside the CSR arrays in descending weight).
 - Nothing is ever unpickled.
 """
 
@@ -63,7 +64,14 @@ from retrieval.stores.local.docstore import (
     placeholders,
     stored_chunks,
 )
-from retrieval.stores.local.impact import LexicalChoice, exact_scores, impact_order, impact_top
+from retrieval.stores.local.impact import (
+    LexicalChoice,
+    all_scores,
+    exact_scores,
+    impact_order,
+    impact_top,
+    top_positive,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +85,6 @@ _SMALL_FLAT = 4096
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _top_positive(scores: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the n highest positive scores, best first (argpartition: no full sort)."""
-    if not len(scores):
-        return np.zeros(0, np.int64)
-    top = np.argpartition(-scores, n - 1)[:n] if len(scores) > n else np.arange(len(scores))
-    top = top[scores[top] > 0]
-    return top[np.argsort(-scores[top], kind="stable")]
 
 
 def _sparse_arrays(ids: bytes, weights: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -329,10 +328,13 @@ class HybridStore:
             matrix = self._sparse_matrix
             assert matrix is not None
             with open(self.folder / (SPARSE_FILE + ".tmp"), "wb") as handle:
-                impact_positions, impact_weights = self._impact_postings()
+                impact = {}  # only where the lexical choice reads them
+                if self.lexical.wants_impact(matrix.shape[1]):
+                    impact_positions, impact_weights = self._impact_postings()
+                    impact = {"impact_positions": impact_positions,
+                              "impact_weights": impact_weights}
                 np.savez(handle, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr,
-                         shape=np.asarray(matrix.shape), rows=self._sparse_rows,
-                         impact_positions=impact_positions, impact_weights=impact_weights)
+                         shape=np.asarray(matrix.shape), rows=self._sparse_rows, **impact)
                 handle.flush()
                 os.fsync(handle.fileno())
             (self.folder / (SPARSE_FILE + ".tmp")).replace(self.folder / SPARSE_FILE)
@@ -562,19 +564,19 @@ class HybridStore:
                       exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The top-k positive lexical scores (best first) and their row ids; with `rows`, only
         among those (the others are masked out before ranking). Reads only the postings of
-        the query's tokens (scipy's CSR row slice), then one pass to pick the top k.
+        the query's tokens (added in place, `all_scores`), then `top_positive`.
 
-        Unfiltered, in a segment of `lexical.min_positions` chunks or more: only the heaviest
+        Opt-in (`lexical.min_positions`), unfiltered, in a segment that large: only the heaviest
         postings of each query token, their best chunks rescored exactly (`impact_top`; the
         scores returned are exact, the set may miss a chunk that no token ranks high).
         `exact=True` always takes the full path."""
         matrix, row_ids = self._sparse()
-        if rows is None and not exact and matrix.shape[1] >= self.lexical.min_positions:
+        if rows is None and not exact and self.lexical.wants_impact(matrix.shape[1]):
             scores, positions = impact_top(matrix, self._impact_postings(), query, max(1, k),
                                            self.lexical, self._hidden_positions)
             return scores, row_ids[positions]
         scores, row_ids = self._lexical_scores(query, rows)
-        top = _top_positive(scores, max(1, k))
+        top = top_positive(scores, max(1, k))
         return scores[top], row_ids[top]
 
     def sparse_scores_of(self, query: dict[int, float], row_ids: np.ndarray) -> np.ndarray:
@@ -609,12 +611,7 @@ class HybridStore:
         hidden rows score 0.0 (never a top result)."""
         matrix, row_ids = self._sparse()
         positions = None if rows is None else self._positions(rows, row_ids)
-        tokens = [t for t in query if 0 <= t < matrix.shape[0]]
-        if not tokens:
-            scores = np.zeros(len(row_ids), np.float32)
-        else:
-            weights = np.asarray([query[t] for t in tokens], np.float32)
-            scores = np.asarray(matrix[tokens].T @ weights, np.float32).ravel()
+        scores = all_scores(matrix, query)
         if len(self._hidden_positions):
             scores[self._hidden_positions] = 0.0
         if positions is None:
