@@ -41,7 +41,13 @@ from bench.common import (
     table,
     time_interleaved,
 )
-from bench.retrieval import DIM, FixedQueryViews, ZipfTokens, build_ours, synthetic_corpus
+from bench.retrieval import (
+    FixedQueryViews,
+    ZipfTokens,
+    build_ours,
+    synthetic_corpus,
+    synthetic_queries,
+)
 
 FOLDERS = 100
 CHANNEL = "C0VISIBLE"
@@ -80,7 +86,6 @@ def recall(found: list[int], truth: list[int]) -> float:
 def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator,
                tokens: ZipfTokens) -> tuple[list[list[str]], bool]:
     from retrieval.access import AccessControl, Audience
-    from retrieval.embeddings import EncodedBatch
     from retrieval.retriever import HybridRetriever
     from retrieval.stores.local import LocalVersions
     from retrieval.stores.served import ServedIndex
@@ -89,14 +94,9 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator,
     corpus = synthetic_corpus(n, rng, tokens, sparse_tokens=args.sparse_tokens,
                               text_chars=args.text_chars)
     in_folders(corpus)
-    picks = rng.integers(0, n, size=args.queries)
-    q_dense = corpus.dense[picks] + rng.standard_normal((args.queries, DIM),
-                                                        dtype=np.float32) * 0.03
-    q_dense /= np.linalg.norm(q_dense, axis=1, keepdims=True)
-    q_sparse = tokens.draw(args.queries, args.query_sparse_tokens)
-    names = [f"query {i}" for i in range(args.queries)]
-    views = FixedQueryViews({name: EncodedBatch(q_dense[i:i + 1].copy(), [q_sparse[i]], None)
-                             for i, name in enumerate(names)})
+    queries = synthetic_queries(corpus, rng, tokens, args.queries, args.query_sparse_tokens)
+    q_dense, q_sparse, names = queries.dense, queries.sparse, queries.names
+    views = FixedQueryViews(queries.views)
     rows_out: list[list[str]] = []
     goals = True
     with tempfile.TemporaryDirectory(prefix="kotae-bench-access-") as tmp:

@@ -57,7 +57,14 @@ from bench.common import (
     time_interleaved,
     time_once,
 )
-from bench.retrieval import DIM, FixedQueryViews, SyntheticCorpus, ZipfTokens, synthetic_corpus
+from bench.retrieval import (
+    DIM,
+    FixedQueryViews,
+    SyntheticCorpus,
+    ZipfTokens,
+    synthetic_corpus,
+    synthetic_queries,
+)
 
 WEIGHTS = [0.4, 0.2, 0.4]
 MODEL = "synthetic"
@@ -155,7 +162,6 @@ def bench_batches(corpus: SyntheticCorpus, sizes: list[int], root: Path) -> list
 
 def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator,
                tokens: ZipfTokens, tmp: Path) -> tuple[list[list[str]], list[list[str]]]:
-    from retrieval.embeddings import EncodedBatch
     from retrieval.retriever import HybridRetriever
     from retrieval.settings import Settings
     from retrieval.stores import ServedIndex
@@ -165,14 +171,9 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator,
     print(f"  {n} chunks: generating", flush=True)
     corpus = synthetic_corpus(n, rng, tokens, sparse_tokens=args.sparse_tokens,
                               text_chars=args.text_chars)
-    picks = rng.integers(0, n, size=args.queries)
-    q_dense = corpus.dense[picks] + rng.standard_normal((args.queries, DIM),
-                                                        dtype=np.float32) * 0.03
-    q_dense /= np.linalg.norm(q_dense, axis=1, keepdims=True)
-    q_sparse = tokens.draw(args.queries, args.query_sparse_tokens)
-    names = [f"query {i}" for i in range(args.queries)]
-    views = FixedQueryViews({name: EncodedBatch(q_dense[i:i + 1].copy(), [q_sparse[i]], None)
-                             for i, name in enumerate(names)})
+    queries = synthetic_queries(corpus, rng, tokens, args.queries, args.query_sparse_tokens)
+    q_dense, names = queries.dense, queries.names
+    views = FixedQueryViews(queries.views)
 
     folder = tmp / f"n{n}"
     backends: dict[str, Any] = {"local (FAISS flat)": LocalVersions(folder / "index",

@@ -295,6 +295,30 @@ def synthetic_corpus(n: int, rng: np.random.Generator, tokens: ZipfTokens, *,
                            tokens.draw(n, sparse_tokens))
 
 
+@dataclass
+class SyntheticQueries:
+    """Queries near the corpus: a noisy copy of a random chunk's vector, Zipf tokens."""
+
+    names: list[str]
+    dense: np.ndarray
+    sparse: list[dict[int, float]]
+    views: dict[str, Any]  # name -> EncodedBatch, what FixedQueryViews returns
+
+
+def synthetic_queries(corpus: SyntheticCorpus, rng: np.random.Generator, tokens: ZipfTokens,
+                      count: int, sparse_tokens: int) -> SyntheticQueries:
+    from retrieval.embeddings import EncodedBatch
+
+    picks = rng.integers(0, len(corpus.dense), size=count)
+    dense = corpus.dense[picks] + rng.standard_normal((count, DIM), dtype=np.float32) * 0.03
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    sparse = tokens.draw(count, sparse_tokens)
+    names = [f"query {i}" for i in range(count)]
+    views = {name: EncodedBatch(dense[i:i + 1].copy(), [sparse[i]], None)
+             for i, name in enumerate(names)}
+    return SyntheticQueries(names, dense, sparse, views)
+
+
 class FixedQueryViews:
     """Stands in for BGEM3Embeddings in HybridRetriever: returns precomputed query views, so
     the timed part is the search alone (HybridRetriever has no way to take them directly)."""
@@ -448,7 +472,6 @@ def time_search(root: Path, stock_store: Any, views: dict[str, Any], names: list
 
 
 def bench_search_and_memory(args: argparse.Namespace, parts: set[str]) -> str:
-    from retrieval.embeddings import EncodedBatch
 
     rng = np.random.default_rng(args.seed)
     tokens = ZipfTokens(args.vocab, rng)
@@ -459,15 +482,9 @@ def bench_search_and_memory(args: argparse.Namespace, parts: set[str]) -> str:
         corpus = synthetic_corpus(n, rng, tokens, sparse_tokens=args.sparse_tokens,
                                   text_chars=args.text_chars)
         unique_tokens = float(np.mean([len(s) for s in corpus.sparse]))
-        # Queries: a noisy copy of a random chunk's vector, ~16 Zipf tokens.
-        picks = rng.integers(0, n, size=args.search_queries)
-        noise = rng.standard_normal((args.search_queries, DIM), dtype=np.float32) * 0.03
-        q_dense = corpus.dense[picks] + noise
-        q_dense /= np.linalg.norm(q_dense, axis=1, keepdims=True)
-        q_sparse = tokens.draw(args.search_queries, args.query_sparse_tokens)
-        names = [f"query {i}" for i in range(args.search_queries)]
-        views = {name: EncodedBatch(q_dense[i:i + 1].copy(), [q_sparse[i]], None)
-                 for i, name in enumerate(names)}
+        queries = synthetic_queries(corpus, rng, tokens, args.search_queries,
+                                    args.query_sparse_tokens)
+        q_dense, names, views = queries.dense, queries.names, queries.views
         stock_vectors = {name: q_dense[i].tolist() for i, name in enumerate(names)}
 
         with tempfile.TemporaryDirectory(prefix="kotae-bench-") as tmp:
