@@ -51,7 +51,8 @@ class ServedIndex:
             store = self.versions.open_version(version)
         except IndexDamaged as error:
             if self._store is None:
-                raise
+                self._open_older(version, error)
+                return
             # the version before keeps serving; the error names the damaged file
             self._damaged = version
             logger.error("index version %s not served, %s keeps serving: %s", version,
@@ -61,6 +62,21 @@ class ServedIndex:
         # references, and it is garbage-collected once they finish.
         self._store, self._version = store, version
         logger.info("serving index version %s (%d chunks)", version, store.count)
+
+    def _open_older(self, version: str, error: IndexDamaged) -> None:
+        """Starting on a damaged current version: serve the newest older one that opens
+        (backends that keep older versions say which: `older_versions`), else raise."""
+        older = getattr(self.versions, "older_versions", None)
+        for candidate in older(version) if older is not None else []:
+            try:
+                store = self.versions.open_version(candidate)
+            except IndexDamaged:
+                continue
+            self._store, self._version, self._damaged = store, candidate, version
+            logger.error("index version %s not served, serving the previous version %s "
+                         "instead: %s", version, candidate, error)
+            return
+        raise error
 
     @property
     def version(self) -> str | None:

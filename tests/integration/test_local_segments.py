@@ -216,6 +216,27 @@ def test_a_damaged_file_is_named_and_the_previous_version_keeps_serving(
     assert served.store().count == 3 * PER_SOURCE
 
 
+def test_a_process_starting_on_a_damaged_version_serves_the_previous_one(
+        versions: LocalVersions, caplog: pytest.LogCaptureFixture) -> None:
+    first = publish(versions, {f"s{i}.md": i for i in range(5)})
+    second = publish(versions, {"s1.md": None, "new.md": 9}, base=first)
+    path = versions.layout.segments_dir / second / "sparse.npz"
+    path.write_bytes(path.read_bytes()[:-7])
+
+    with caplog.at_level("ERROR"):
+        served = ServedIndex(versions, check_interval_s=0)  # a bot starting now
+        assert served.store().count == 5 * PER_SOURCE  # the first version, whole
+    assert str(path) in caplog.text and first in caplog.text
+    served.store()  # the damaged version is not retried on every search
+    assert caplog.text.count("not served") == 1
+
+    # with no older version to fall back on, the damage is said, never hidden
+    path = versions.layout.segments_dir / first / "sparse.npz"
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(IndexDamaged, match=r"sparse\.npz is damaged"):
+        ServedIndex(versions).store()
+
+
 def test_opening_maps_the_segment_instead_of_reading_it(versions: LocalVersions) -> None:
     first = publish(versions, {f"s{i}.md": i for i in range(20)})
     store = versions.open_version(first)

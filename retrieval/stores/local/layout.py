@@ -78,17 +78,22 @@ class IndexLayout:
         os.replace(tmp, self.current_file)
         return final_dir
 
-    def prune(self, keep: str, keep_previous: int) -> None:
-        """Remove finished versions other than `keep`, but the newest `keep_previous`.
+    def finished_versions(self) -> list[str]:
+        """Published versions, oldest first.
 
-        Newest by the manifest's creation time: names share a one-second timestamp, and two
-        versions of the same second would otherwise be ordered by their random suffix."""
-        finished = sorted((p for p in self.versions_dir.iterdir()
-                           if p.is_dir() and not p.name.startswith(BUILDING_PREFIX)),
-                          key=lambda p: (self._created_at(p.name), p.name))
-        old = [p for p in finished if p.name != keep][:-keep_previous or None]
-        for path in old:
-            shutil.rmtree(path, ignore_errors=True)
+        By the manifest's creation time: names share a one-second timestamp, and two versions
+        of the same second would otherwise be ordered by their random suffix."""
+        if not self.versions_dir.is_dir():
+            return []
+        finished = [p.name for p in self.versions_dir.iterdir()
+                    if p.is_dir() and not p.name.startswith(BUILDING_PREFIX)]
+        return sorted(finished, key=lambda name: (self._created_at(name), name))
+
+    def prune(self, keep: str, keep_previous: int) -> None:
+        """Remove finished versions other than `keep`, but the newest `keep_previous`."""
+        old = [name for name in self.finished_versions() if name != keep]
+        for name in old[:-keep_previous or None]:
+            shutil.rmtree(self.version_dir(name), ignore_errors=True)
 
     def _created_at(self, version: str) -> float:
         try:

@@ -107,6 +107,14 @@ class LocalVersions:
     def lock(self, holder: str) -> AbstractContextManager[None]:
         return self.layout.lock(holder)
 
+    def older_versions(self, version: str) -> list[str]:
+        """The versions kept before `version`, newest first: what a process starting on a
+        damaged current version serves instead (ServedIndex)."""
+        finished = self.layout.finished_versions()
+        if version not in finished:
+            return []
+        return finished[:finished.index(version)][::-1]
+
     def remove_stale_builds(self) -> None:
         self.layout.remove_stale_builds()
         self._remove_unused_segments()
