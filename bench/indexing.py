@@ -10,8 +10,12 @@ paragraphs varied, many one-paragraph files, and some long handbooks):
 - **edit**: one paragraph edited in a 100-chunk document: chunks re-embedded and wall time;
 - **kill**: `kill -9` at ~80% of a build, then a re-run: chunks re-embedded, and the total
   time vs an uninterrupted build;
-- **memory**: peak RSS above the loaded model, indexing 1× and 10× the corpus, beside the index
-  arrays (FAISS keeps dim × 4 bytes per chunk);
+- **memory**: peak RSS above the loaded model, indexing 1× and 10× the corpus, split into
+  anonymous memory (RssAnon) and file-backed pages (RssFile), beside the index arrays (FAISS
+  keeps dim × 4 + 8 bytes per chunk, the sparse matrix 12 bytes per entry), once with oneDNN's
+  default primitive cache and once with it off (`--onednn-caches`): torch's CPU matmuls keep
+  one oneDNN primitive per input shape, up to 1024, and length-bucketed batches bring a new
+  shape with nearly every new (batch size, token count), so that cache grows with the corpus;
 - **refresh**: a refresh that finds nothing changed, at `--refresh-chunks` chunks (tiny model:
   no vector is computed, the model only tokenises).
 
@@ -61,6 +65,9 @@ import json, os, sys, time
 from pathlib import Path
 cfg = json.loads(sys.argv[1])
 os.environ.setdefault("TQDM_DISABLE", "1")
+if cfg.get("onednn_cache") is not None:  # read once, at oneDNN's first primitive
+    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(cfg["onednn_cache"])
+import threading
 import torch
 torch.set_num_threads(cfg["threads"])
 from transformers.utils import logging as hf_logging
@@ -84,6 +91,17 @@ try:
 except OSError:
     pass
 base = status("VmRSS")
+base_anon, base_file = status("RssAnon"), status("RssFile")
+peaks = {"RssAnon": base_anon, "RssFile": base_file}  # no kernel high-water mark for these
+sampling = threading.Event()
+
+def sample():
+    while not sampling.wait(0.005):
+        for key in peaks:
+            peaks[key] = max(peaks[key], status(key))
+
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
 started = time.perf_counter()
 out = {}
 if cfg["task"] == "encode":
@@ -113,8 +131,11 @@ else:
     out.update(chunks=summary.chunks_total, written=summary.chunks_embedded,
                encoded=getattr(summary, "chunks_encoded", summary.chunks_embedded),
                reused=getattr(summary, "chunks_reused", 0), switched=summary.switched)
+sampling.set()
+sampler.join()
 out.update(seconds=time.perf_counter() - started, peak=status("VmHWM"), base=base,
-           dim=embeddings.dimension)
+           dim=embeddings.dimension, anon=max(peaks["RssAnon"] - base_anon, 0),
+           file=max(peaks["RssFile"] - base_file, 0))
 if cfg.get("check"):
     from retrieval.embedding_text import embedding_text_for
     from retrieval.stores.local import LiveIndex
@@ -142,7 +163,12 @@ if cfg.get("arrays"):  # what the index itself holds in memory: dense + sparse m
     store = LiveIndex(Path(cfg["index_dir"]), device="cpu").store()
     rows = [r.row_id for source in store.files() for r in store.chunks_of(source)]
     entries = sum(len(w) for w in store.sparse_of(rows).values())
-    out.update(arrays=len(rows) * embeddings.dimension * 4 + entries * 12)
+    # FAISS: a float32 vector and an int64 id per chunk; the sparse matrix save() builds:
+    # (token id, position, weight) per entry, 4 bytes each, and an int64 row id per chunk
+    dense_bytes = len(rows) * (embeddings.dimension * 4 + 8)
+    sparse_bytes = entries * 12 + len(rows) * 8
+    out.update(arrays=dense_bytes + sparse_bytes, dense_bytes=dense_bytes,
+               sparse_bytes=sparse_bytes)
 print("RESULT " + json.dumps(out), flush=True)
 """
 
@@ -333,32 +359,47 @@ def kill(runner: Runner, docs: Path, uninterrupted: dict[str, Any]) -> str:
         f"{met(max(lost, 0) <= runner.args.batch_bound)}"])
 
 
-def memory(runner: Runner, copies: int, factors: Sequence[int] = (1, 10)) -> str:
+def memory(runner: Runner, copies: int, factors: Sequence[int] = (1, 10),
+           onednn_cache: int | None = None) -> str:
     """Peak RSS of indexing `factors` × the corpus, each in a fresh process (VmHWM, reset
-    once the model is loaded and warm)."""
-    rows, growth = [], {}
+    once the model is loaded and warm), split into anonymous memory (RssAnon: the process's
+    own) and file-backed pages (RssFile: mapped libraries and files, page cache), each
+    sampled every 5 ms (the kernel keeps no peak of either). `onednn_cache`: the child's
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY (None: oneDNN's default, 1024 primitives)."""
+    rows, growth, anon_growth = [], {}, {}
     tiny = runner.model.resolve() == TINY_DIR.resolve()
     name = "tiny random-weight model" if tiny else "bge-m3 architecture"
+    tag = "default" if onednn_cache is None else str(onednn_cache)
     for factor in factors:
-        docs = make_corpus(runner.work / f"m-docs-{runner.model.name}-{factor}",
+        docs = make_corpus(runner.work / f"m-docs-{runner.model.name}-{factor}-{tag}",
                            copies * factor, seed=factor)
-        result = runner.run(runner.config("index", docs,
-                                          runner.work / f"m-index-{runner.model.name}-{factor}",
-                                          window=runner.args.window, arrays=True))
+        extra = {} if onednn_cache is None else {"onednn_cache": onednn_cache}
+        result = runner.run(runner.config(
+            "index", docs, runner.work / f"m-index-{runner.model.name}-{factor}-{tag}",
+            window=runner.args.window, arrays=True, **extra))
         arrays = result["arrays"]
         above = max(result["peak"] - result["base"], 0)
         growth[factor] = max(above - arrays, 0)
+        anon_growth[factor] = max(result["anon"] - arrays, 0)
         rows.append([f"{factor}×", result["chunks"], human_bytes(result["base"]),
-                     human_bytes(above), human_bytes(arrays), human_bytes(growth[factor])])
+                     human_bytes(above), human_bytes(result["anon"]),
+                     human_bytes(result["file"]),
+                     f"{human_bytes(arrays)} ({human_bytes(result['dense_bytes'])} dense)",
+                     human_bytes(growth[factor]), human_bytes(anon_growth[factor])])
+    cache = ("oneDNN's default primitive cache (1024)" if onednn_cache is None
+             else f"ONEDNN_PRIMITIVE_CACHE_CAPACITY={onednn_cache}")
     heading = (f"### Peak memory, {name}: {' and '.join(f'{f}×' for f in factors)} the corpus "
-               f"(new indexer, windows of {runner.args.window} chunks)")
+               f"(new indexer, windows of {runner.args.window} chunks, {cache})")
     parts = [heading, table(["corpus", "chunks", "RSS with the model loaded",
-                             "peak above that", "index arrays", "peak above model and arrays"],
-                            rows)]
+                             "peak above that", "anonymous (RssAnon)", "file-backed (RssFile)",
+                             "index arrays", "peak above model and arrays",
+                             "anonymous above arrays"], rows)]
     if len(factors) > 1:
         ratio = growth[factors[-1]] / max(growth[factors[0]], 1)
+        anon_ratio = anon_growth[factors[-1]] / max(anon_growth[factors[0]], 1)
         parts.append(f"- growth apart from the index arrays: {ratio:.2f}× (goal ≤ 1.1×: "
-                     f"{met(ratio <= 1.1)})")
+                     f"{met(ratio <= 1.1)}); anonymous memory apart from them: "
+                     f"{anon_ratio:.2f}×")
     return "\n\n".join(parts)
 
 
@@ -423,10 +464,12 @@ def measure(args: argparse.Namespace) -> str:
             parts.append(kill(runner, docs, new))
         if "memory" in only:
             copies = args.memory_copies or args.copies
-            parts.append(memory(runner, copies, args.memory_factors))
+            for capacity in args.onednn_caches:
+                parts.append(memory(runner, copies, args.memory_factors, capacity))
             if not args.quick and args.tiny_memory:  # the same pipeline, a model that is fast
                 tiny = Runner(args, ensure_model(TINY_DIR, "TINY"), work, None)
-                parts.append(memory(tiny, copies))
+                for capacity in args.onednn_caches:
+                    parts.append(memory(tiny, copies, onednn_cache=capacity))
         if "refresh" in only:
             parts.append(refresh(args, work))
         return "\n\n".join(parts)
@@ -458,6 +501,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="corpus sizes of the memory runs on the chosen model (1 = only 1×)")
     parser.add_argument("--tiny-memory", action="store_true",
                         help="also measure memory at 1× and 10× with the tiny model")
+    parser.add_argument("--onednn-caches", default="default,0",
+                        help="memory runs: ONEDNN_PRIMITIVE_CACHE_CAPACITY values, each its own "
+                             "table ('default' = unset, oneDNN's 1024)")
     parser.add_argument("--window", type=int, default=64,
                         help="memory runs: chunks per window, below the 1× corpus so that "
                              "both sizes stream (the product default is 2048)")
@@ -468,6 +514,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.no_before:
         args.before = ""
     args.memory_factors = [int(f) for f in str(args.memory_factors).split(",")]
+    args.onednn_caches = [None if c == "default" else int(c)
+                          for c in str(args.onednn_caches).split(",")]
     # one batch is at most 8 × the model's batch size (16 on CPU, 64 on CUDA)
     args.batch_bound = 8 * (64 if args.device.startswith("cuda") else 16)
     args.section = args.section or ("indexing-gpu" if args.device.startswith("cuda")

@@ -31,6 +31,7 @@ from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import IndexDiskFull, IndexPathMissing, IndexSwapRefused, KotaeError
 from retrieval.indexing.cache import EmbeddingCache, cache_path
 from retrieval.indexing.diskfull import disk_full_errno
+from retrieval.indexing.kernels import bound_native_memory
 from retrieval.indexing.keys import source_key
 from retrieval.indexing.pipeline import WINDOW_CHUNKS, IndexPipeline, PipelineCounts
 from retrieval.loaders import find_sources, hash_file
@@ -135,7 +136,10 @@ class Indexer:
                  window_chunks: int = WINDOW_CHUNKS, token_budget: int | None = None,
                  workers: int | None = None) -> None:
         """`window_chunks`, `token_budget` and `workers` (batches encoded at once): see
-        `retrieval.indexing.pipeline`; the defaults are the product's."""
+        `retrieval.indexing.pipeline`; the defaults are the product's. Made before the model
+        runs, it keeps native memory from growing with the corpus
+        (`retrieval.indexing.kernels`)."""
+        bound_native_memory()
         self.settings = settings
         self.embeddings = embeddings
         self.versions = open_store_backend(settings)
