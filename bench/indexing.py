@@ -101,7 +101,8 @@ def sample():
             peaks[key] = max(peaks[key], status(key))
 
 sampler = threading.Thread(target=sample, daemon=True)
-sampler.start()
+if cfg.get("arrays"):  # memory runs only: the polling would cost the timed runs CPU
+    sampler.start()
 started = time.perf_counter()
 out = {}
 if cfg["task"] == "encode":
@@ -132,7 +133,8 @@ else:
                encoded=getattr(summary, "chunks_encoded", summary.chunks_embedded),
                reused=getattr(summary, "chunks_reused", 0), switched=summary.switched)
 sampling.set()
-sampler.join()
+if sampler.is_alive():
+    sampler.join()
 out.update(seconds=time.perf_counter() - started, peak=status("VmHWM"), base=base,
            dim=embeddings.dimension, anon=max(peaks["RssAnon"] - base_anon, 0),
            file=max(peaks["RssFile"] - base_file, 0))
