@@ -16,17 +16,15 @@ about one 256-token passage per second, so `all` is the default only where a GPU
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
 from retrieval.access import AccessControl, Audience
 from retrieval.devices import default_mode
@@ -126,10 +124,6 @@ class HybridRetriever(BaseRetriever):
     rerank: int = 20  # mode all: hybrid finalists that get a ColBERT score
     # None (or one without a file): every chunk is visible to everyone
     access: AccessControl | None = None
-    # the lexical search runs here while the dense one runs in the caller's thread: FAISS and
-    # scipy release the GIL, so on 2 cores a hybrid search takes the longer of the two
-    _lexical_pool: ThreadPoolExecutor | None = PrivateAttr(default=None)
-    _pool_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings, index: ServedIndex,
@@ -174,14 +168,14 @@ class HybridRetriever(BaseRetriever):
         q_dense, q_sparse = query_views.dense[0], query_views.sparse[0]
         n = max(k, self.candidates)
         dense_scores = dense_rows = lexical_scores = lexical_rows = None
-        lexical: Future[tuple[np.ndarray, np.ndarray]] | None = None
-        if mode != "dense":  # in mode dense, lexical scores would not change the ranking
-            lexical = self._pool().submit(store.search_sparse, q_sparse, n, rows=visible)
+        # One after the other, in the caller's thread: running the lexical search on a thread
+        # of its own beside FAISS's OpenMP threads made a 1M-chunk hybrid search ~8x slower on
+        # 2 busy cores (62 ms vs 8 ms p50), and answers already run in parallel.
         if mode != "sparse":
             scores, rows = store.search_dense(q_dense[None, :], n, rows=visible)
             dense_scores, dense_rows = scores[0], rows[0]
-        if lexical is not None:
-            lexical_scores, lexical_rows = lexical.result()
+        if mode != "dense":  # in mode dense, lexical scores would not change the ranking
+            lexical_scores, lexical_rows = store.search_sparse(q_sparse, n, rows=visible)
         candidates = merge_candidates(
             dense_scores, dense_rows, lexical_scores, lexical_rows, store.vectors,
             lambda wanted: store.sparse_scores_of(q_sparse, wanted), q_dense)
@@ -214,13 +208,6 @@ class HybridRetriever(BaseRetriever):
                 sparse=None if mode == "dense" else float(candidates.sparse[position]),
                 colbert=None if colbert is None else float(colbert[position])))
         return hits
-
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._lexical_pool is None:
-                self._lexical_pool = ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix="kotae-lexical")
-            return self._lexical_pool
 
     def _colbert_scores(self, rows: list[int], stored: dict[int, StoredChunk],
                         query_colbert: list[np.ndarray] | None) -> np.ndarray:
