@@ -150,6 +150,11 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         # FlagEmbedding's packages, which could break silently on an upgrade.
         from FlagEmbedding import BGEM3FlagModel
 
+        from retrieval.indexing.kernels import bound_native_memory
+
+        # before the first forward pass (oneDNN reads its setting once): a refresh inside
+        # `kotae serve` embeds many shapes too, after queries have run
+        bound_native_memory()
         if self.cpu_threads is not None:
             import torch
 
