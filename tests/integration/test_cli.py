@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
+from tests.helpers import kotae_cli_env
 
 
 def kotae(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -23,12 +23,7 @@ def kotae(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.C
 
 @pytest.fixture
 def env(tmp_path: Path, tiny_model_dir: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("KOTAE_", "OPENAI_", "SLACK_"))}
-    return {**clean, "KOTAE_EMBEDDING_MODEL": str(tiny_model_dir),
-            "KOTAE_EMBEDDING_DEVICE": "cpu", "KOTAE_INDEX_DIR": str(tmp_path / "index"),
-            "KOTAE_CHUNK_SIZE": "200", "KOTAE_CHUNK_OVERLAP": "20", "HF_HUB_OFFLINE": "1",
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return kotae_cli_env(tmp_path, tiny_model_dir)
 
 
 def test_index_then_search_all_modes_as_json(env: dict[str, str], sample_docs: Path) -> None:

@@ -28,6 +28,7 @@ import pytest
 
 from retrieval.indexing.cache import CACHE_FILE, cache_size
 from retrieval.indexing.diskfull import disk_full_errno
+from tests.helpers import kotae_cli_env
 from tests.integration.test_indexer_cache import mixed_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,12 +55,7 @@ def kotae(*args: str, env: dict[str, str], limit: int | None = None
 
 @pytest.fixture
 def env(tmp_path: Path, tiny_model_dir: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("KOTAE_", "OPENAI_", "SLACK_"))}
-    return {**clean, "KOTAE_EMBEDDING_MODEL": str(tiny_model_dir),
-            "KOTAE_EMBEDDING_DEVICE": "cpu", "KOTAE_INDEX_DIR": str(tmp_path / "index"),
-            "KOTAE_CHUNK_SIZE": "200", "KOTAE_CHUNK_OVERLAP": "20", "HF_HUB_OFFLINE": "1",
-            "KOTAE_FAISS_DEVICE": "cpu", "PYTHONPATH": str(ROOT)}
+    return {**kotae_cli_env(tmp_path, tiny_model_dir), "KOTAE_FAISS_DEVICE": "cpu"}
 
 
 def served(index_dir: Path) -> str:
