@@ -4,7 +4,9 @@ Why not just call `BGEM3FlagModel.encode`? It re-runs its first batch as a batch
 every call (twice the work for a single query) and asks for one output type per call site. This
 class loads the same model object through FlagEmbedding and drives its forward pass directly:
 same tokenizer, same heads, same pooling and normalisation, so the outputs equal `encode`'s, but
-dense, sparse and ColBERT views come from ONE forward pass and nothing runs twice.
+dense, sparse and ColBERT views come from ONE forward pass and nothing runs twice. One change:
+the sparse head runs text by text (`retrieval.m3_forward`), so a text's token weights never
+depend on the batch it was in.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from retrieval.devices import cuda_available
 from retrieval.errors import ModelUnavailable
+from retrieval.m3_forward import m3_forward
 from retrieval.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -292,7 +295,7 @@ class BGEM3Embeddings(BaseModel, Embeddings):
         for start in range(0, len(texts), size):
             batch_idx = order[start:start + size]
             batch = self._pad([inputs[i] for i in batch_idx]).to(device)
-            yield batch_idx, batch, model(batch, **heads)
+            yield batch_idx, batch, m3_forward(model, batch, **heads)
 
     def encode_passages(self, texts: Sequence[str], *, colbert: bool = False,
                         batch_size: int | None = None) -> EncodedBatch:
