@@ -1,6 +1,6 @@
 """Several batches encoded at once on CPU, one torch thread each (`retrieval.indexing.encoding`):
-every chunk still gets the dense and sparse vectors it gets alone, bit for bit, and the caller's thread keeps
-its torch thread count."""
+every chunk still gets the dense and sparse vectors it gets alone, bit for bit, and the
+caller's thread keeps its torch thread count."""
 
 from __future__ import annotations
 
