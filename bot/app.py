@@ -20,6 +20,7 @@ from bot.history import ThreadHistory
 from bot.listeners import actions, commands, events
 from bot.reindex import ReindexCoordinator
 from bot.settings import BotSettings
+from bot.stale_progress import FileProgressNotes, RedisProgressNotes
 from bot.workers import AnswerQueue
 from retrieval.access import AccessInvalid
 from retrieval.redis_state import RedisLink
@@ -107,7 +108,10 @@ def create_app(settings: BotSettings, service: KotaeService, client: WebClient |
                                    settings.workspace_admins_are_admins,
                                    update_interval_s=settings.reindex_progress_interval_s,
                                    progress_client=progress_client, access=service.access,
-                                   check_access=service.check_access),
+                                   check_access=service.check_access,
+                                   notes=(RedisProgressNotes(shared) if shared
+                                          else FileProgressNotes(settings.index_dir)),
+                                   heartbeat_s=settings.reindex_stale_after_s / 6),
         feedback=feedback,
     )
     events.register(app, ctx)

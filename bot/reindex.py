@@ -19,6 +19,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.render import escape_mrkdwn
+from bot.stale_progress import Heartbeat, ProgressNote, ProgressNotes
 from retrieval.access import AccessControl, AccessInvalid, Audience
 from retrieval.errors import IndexLocked, KotaeError
 from retrieval.indexer import IndexProgress, IndexSummary
@@ -112,8 +113,10 @@ class ReindexCoordinator:
     def __init__(self, client: WebClient, reindex: Reindex, admin_user_ids: list[str],
                  workspace_admins_are_admins: bool, update_interval_s: float = 1.0,
                  progress_client: WebClient | None = None, access: AccessControl | None = None,
-                 check_access: Callable[[], None] | None = None) -> None:
+                 check_access: Callable[[], None] | None = None,
+                 notes: ProgressNotes | None = None, heartbeat_s: float = 10.0) -> None:
         self.client = client
+        self.notes, self._heartbeat_s = notes, heartbeat_s  # see bot.stale_progress
         self._access, self._check_access = access, check_access
         self.progress_client = progress_client or client  # progress edits: never wait out a 429
         self._reindex = reindex
@@ -175,15 +178,21 @@ class ReindexCoordinator:
         # is told privately who does, and the channel hears nothing.
         board = ProgressBoard(self.client, channel, respond, self.progress_client)
         last_update = 0.0
+        heartbeat: Heartbeat | None = None
 
         def on_progress(progress: IndexProgress) -> None:
-            nonlocal last_update
+            nonlocal last_update, heartbeat
             if self.running is not None:
                 self.running.progress = progress
             try:
                 if not board.started:
                     board.start(header + "…")
                     last_update = time.monotonic()
+                    if board.ts is not None and self.notes is not None:
+                        now = time.time()
+                        heartbeat = Heartbeat(self.notes, ProgressNote(
+                            channel=channel, ts=board.ts, user=user, started_at=now,
+                            beat_at=now), self._heartbeat_s).start()
                 elif time.monotonic() - last_update >= self._interval:
                     last_update = time.monotonic()
                     board.progress(f"{header}: {describe(progress)}")
@@ -191,21 +200,27 @@ class ReindexCoordinator:
                 logger.exception("reindex progress update failed")
 
         try:
+            board.finish(self._outcome(user, channel, full, on_progress))
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+
+    def _outcome(self, user: str, channel: str, full: bool,
+                 on_progress: Callable[[IndexProgress], None]) -> str:
+        """The reindex's summary, or why there is none."""
+        try:
             summary = self._reindex(full=full, holder=f"Slack user {user}", progress=on_progress)
         except IndexLocked as error:
-            board.finish(f":hourglass: {error}")
-            return
+            return f":hourglass: {error}"
         except KotaeError as error:
-            board.finish(f":warning: Reindex failed: {error}")
-            return
+            return f":warning: Reindex failed: {error}"
         except Exception:
             logger.exception("reindex failed")
-            board.finish(":warning: Reindex failed on my side; the previous index is still "
-                         "being served. Details are in the bot's log.")
-            return
+            return (":warning: Reindex failed on my side; the previous index is still "
+                    "being served. Details are in the bot's log.")
         text = summary_text(summary, may_name=names_for(self._access, channel))
         note = access_note(self._check_access)
-        board.finish(text + (f"\n{note}" if note else ""))
+        return text + (f"\n{note}" if note else "")
 
 
 class ProgressBoard:

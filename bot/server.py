@@ -18,6 +18,7 @@ from bot.app import create_app, startup_client
 from bot.errors import SLACK_CALL_ERRORS, CannotListen, SlackUnavailable
 from bot.inbound import SlackRequests
 from bot.settings import BotSettings
+from bot.stale_progress import StaleProgressSweeper
 from retrieval.errors import KotaeError
 
 if TYPE_CHECKING:
@@ -119,8 +120,11 @@ def run_bot(settings: BotSettings, service: KotaeService, *,
     Redis not answering: replicas must not start without the state they share).
     """
     service.check_answer_setup()  # a broken custom prompt stops here, not at a question
-    app, _ctx = create_app(settings, service)  # Slack unreachable, or the token refused: stop
+    app, ctx = create_app(settings, service)  # Slack unreachable, or the token refused: stop
     threading.Thread(target=warm_up, args=(service,), daemon=True, name="kotae-warm-up").start()
+    if ctx.reindex.notes is not None:  # a reindex whose process died: its message says so
+        StaleProgressSweeper(ctx.reindex.notes, app.client,
+                             settings.reindex_stale_after_s).start()
     if settings.reindex_interval:  # through the index lock: one replica refreshes at a time
         from bot.reindex import ScheduledRefresh
 

@@ -53,6 +53,9 @@ class BotSettings(Settings):
     stream_update_interval_s: float = Field(0.8, description="between visible updates")
     reindex_progress_interval_s: float = Field(
         1.0, ge=0, description="between updates of a reindex's progress message")
+    reindex_stale_after_s: float = Field(
+        60.0, ge=2, description="a reindex whose process has not been heard from this long "
+        "(killed, out of memory) gets its progress message marked stopped by any bot process")
     feedback_path: Path = Path(".kotae/feedback.jsonl")
     access_membership_ttl_s: float = Field(
         60.0, ge=0, description="how long Slack channel and user group memberships are "

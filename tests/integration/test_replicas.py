@@ -51,6 +51,8 @@ NEW_FACT = "Backups run every night at 02:00 JST"
 NEW_SOURCE = "backups.md"  # its path is in the prompt only when it is a retrieved source
 SERVED_CHECK_S = 1.0  # ServedIndex's check_interval_s, as KotaeService opens it
 LOCK_TTL_S = 4.0  # the Redis lock of a killed indexer frees this long after its last renewal
+STALE_AFTER_S = 2.0  # a killed reindex's progress message is marked stopped after this long
+STOPPED = "stopped before it finished"
 OLD_HANDOFF, NEW_HANDOFF = "every Monday at 10:00 JST", "every Thursday at 16:00 JST"
 
 pytestmark = pytest.mark.slow
@@ -126,6 +128,7 @@ def replica_env(tiny_model_dir: Path, embeddings: BGEM3Embeddings, sample_docs: 
         "KOTAE_CHUNK_SIZE": "200", "KOTAE_CHUNK_OVERLAP": "20", "KOTAE_FAISS_DEVICE": "cpu",
         "KOTAE_RETRIEVAL_MODE": "hybrid", "KOTAE_REDIS_URL": redis_server.url,
         "KOTAE_REDIS_LOCK_TTL_S": str(LOCK_TTL_S), "KOTAE_REINDEX_PROGRESS_INTERVAL_S": "0",
+        "KOTAE_REINDEX_STALE_AFTER_S": str(STALE_AFTER_S),
         "KOTAE_ADMIN_USER_IDS": "UADMIN", "KOTAE_CHAT_MAX_RETRIES": "0",
         "SLACK_BOT_TOKEN": "xoxb-replica", "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": fake_slack.base_url, "OPENAI_API_KEY": "sk-replica",
@@ -179,6 +182,16 @@ def slack_texts(slack: FakeSlackAPI) -> list[str]:
 
 def reindex_command(slack: FakeSlackAPI, name: str) -> str:
     return slash_body(text="reindex", user_id="UADMIN", response_url=slack.response_url(name))
+
+
+def progress_message(slack: FakeSlackAPI) -> dict[str, Any]:
+    """The one reindex progress message posted so far, as Slack now holds it (found through
+    its progress edits, which name its channel and ts)."""
+    edits = {(str(call.params["channel"]), str(call.params["ts"]))
+             for call in slack.calls("chat.update") if EMBEDDING.search(call.text or "")}
+    [(channel, ts)] = edits
+    [message] = slack.thread_messages(channel, ts)
+    return {**message, "channel": channel}
 
 
 def test_two_kotae_serve_replicas_share_redis(
@@ -302,6 +315,13 @@ def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
     assert "Monday [1]" in ask_handoff(b, fake_slack, "1600000400.000100")
     assert index.current_version() == old_version
 
+    # B marks A's progress message stopped (A's heartbeat in Redis ended), once
+    wait_until(lambda: STOPPED in progress_message(fake_slack)["text"],
+               timeout=STALE_AFTER_S * 3, interval=0.1)
+    assert "<@UADMIN>" in progress_message(fake_slack)["text"]
+    assert "marking its message" in b.output()
+    assert len([c for c in fake_slack.calls("chat.update") if STOPPED in (c.text or "")]) == 1
+
     # the lock expires on its own; B's next reindex succeeds and B answers from it
     wait_until(lambda: not redis_server.client().exists(lock_key), timeout=LOCK_TTL_S + 2,
                interval=0.1)
@@ -316,6 +336,36 @@ def test_kill_9_of_a_replica_mid_reindex_keeps_the_old_version_serving(
     if on_milvus:
         assert index.open_builds() == []  # the killed build was cleaned up under the lock
     assert "Thursday [1]" in ask_handoff(b, fake_slack, "1600000400.000200")
+
+
+@pytest.mark.parametrize("store_env", ["local"], indirect=True)
+def test_one_bot_killed_mid_reindex_marks_its_progress_message_stopped_when_it_restarts(
+        replica_env: dict[str, str], fake_slack: FakeSlackAPI, sample_docs: Path,
+        tmp_path: Path) -> None:
+    """One machine, no Redis: the note is a file in the index folder, and the bot that
+    comes back after the kill (a supervisor's restart) marks the message."""
+    env = {k: v for k, v in replica_env.items() if k != "KOTAE_REDIS_URL"}
+    (sample_docs / "filler").mkdir()
+    write_fillers(sample_docs, 13, paragraphs_each=75)
+    first = Replica(env, "first", tmp_path / "first.log")
+    first.wait_until_up()
+    assert first.send(reindex_command(fake_slack, "killed"), content_type=FORM) == 200
+    wait_until(lambda: any(EMBEDDING.search(t) for t in slack_texts(fake_slack)),
+               timeout=120, interval=0.05)
+    first.kill_9()
+    time.sleep(STALE_AFTER_S)
+    assert STOPPED not in progress_message(fake_slack)["text"]  # nobody is left to say it
+    assert (Path(env["KOTAE_INDEX_DIR"]) / "reindex-progress.json").is_file()
+
+    second = Replica(env, "second", tmp_path / "second.log")
+    try:
+        second.wait_until_up()
+        wait_until(lambda: STOPPED in progress_message(fake_slack)["text"], timeout=10,
+                   interval=0.1)
+        assert not (Path(env["KOTAE_INDEX_DIR"]) / "reindex-progress.json").exists()
+    finally:
+        interrupt(second.process)
+    assert "Traceback" not in second.output(), second.output()[-3000:]
 
 
 def test_one_milvus_reached_by_two_names_is_one_reindex_lock(
