@@ -129,9 +129,14 @@ class KotaeService:
         """Disk and memory of the served version, where the backend can tell without opening
         it (the local backend reads its segment list; no FAISS)."""
         version = self.index.version
+        if version is None:
+            return "none"
+        summary = getattr(self.index.versions, "size_summary", None)  # Milvus: rows, not bytes
+        if summary is not None:
+            return str(summary(version))
         sizes = getattr(self.index.versions, "sizes", None)
-        if version is None or sizes is None:
-            return "none" if version is None else "not reported by this backend"
+        if sizes is None:
+            return "not reported by this backend"
         found = sizes(version)
         return (f"{_megabytes(found['disk_bytes'])} on disk, "
                 f"{_megabytes(found['memory_bytes'])} in memory (mapped files), "

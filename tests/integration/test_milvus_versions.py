@@ -21,6 +21,7 @@ import pytest
 from retrieval.embeddings import BGEM3Embeddings
 from retrieval.errors import KotaeError
 from retrieval.indexer import Indexer, IndexProgress
+from retrieval.service import KotaeService
 from retrieval.settings import Settings
 from retrieval.stores import ServedIndex, open_store_backend
 from retrieval.stores.milvus import MilvusIncompatible, MilvusVersions
@@ -75,6 +76,9 @@ def test_an_incremental_reindex_inserts_only_the_changed_files_chunks_and_prune_
     new = versions.open_version(second.version)
     np.testing.assert_array_equal(new.rows_of(unchanged), rows_before)  # shared, not copied
     assert new.count == second.chunks_total
+    shown = KotaeService(milvus_settings, embeddings=embeddings).status()["index_size"]
+    assert shown.startswith(f"{second.chunks_total} chunk rows in this version, "
+                            f"{after['chunks']} stored in "), shown
 
     edit(sample_docs, "office-guide.txt", "And the coffee machine moved.")
     third = Indexer(milvus_settings, embeddings).run()

@@ -45,6 +45,7 @@ from retrieval.stores.milvus.schema import (
     create_missing,
     in_list,
     unseen_by,
+    visible,
 )
 
 if TYPE_CHECKING:
@@ -286,6 +287,17 @@ class MilvusVersions:
         if not self._exists():
             return {CHUNKS: 0, FILES: 0}
         return {kind: self.milvus.count(kind, "born >= 0") for kind in (CHUNKS, FILES)}
+
+    def size_summary(self, version: str) -> str:
+        """For `kotae status`: the served version's rows and what the collections hold in
+        all (older versions and unfinished builds are rows too, until prune drops them).
+        Bytes and memory are the Milvus server's to report."""
+        record = self._record(version)
+        served = self.milvus.count(CHUNKS, visible(int(record["floor"]), int(record["build"])))
+        stored = self.stored_rows()[CHUNKS]
+        return (f"{served} chunk rows in this version, {stored} stored in "
+                f"{self.milvus.name(CHUNKS)} (every version and build; sizes: the Milvus "
+                "server's metrics)")
 
     def open_builds(self) -> list[int]:
         return [build for _key, build in self.meta_rows.listed("build")] if self._exists() \
