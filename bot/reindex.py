@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.periodic import Periodic
 from bot.render import escape_mrkdwn
 from bot.stale_progress import Heartbeat, ProgressNote, ProgressNotes
 from retrieval.access import AccessControl, AccessInvalid, Audience
@@ -306,27 +307,17 @@ class ScheduledRefresh:
         self._access, self._check_access = access, check_access
         self.interval_s = interval_s
         self._client, self._channel = client, channel
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task = Periodic(self.run_once, interval_s, name="kotae-scheduled-refresh",
+                              failure="scheduled refresh failed; the previous index is still "
+                                      "served")
 
     def start(self) -> ScheduledRefresh:
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name="kotae-scheduled-refresh")
-        self._thread.start()
+        self._task.start()
         logger.info("refreshing the index every %.0fs", self.interval_s)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.run_once()
-            except Exception:  # runs on its own thread: nothing else would ever see this
-                logger.exception("scheduled refresh failed; the previous index is still served")
+        self._task.stop()
 
     def run_once(self) -> IndexSummary | None:
         """One refresh; None when it was skipped or failed (said in the log)."""

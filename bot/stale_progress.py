@@ -25,6 +25,7 @@ from typing import Protocol, TypeVar
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.periodic import Periodic
 from retrieval.errors import KotaeError
 from retrieval.redis_state import RedisLink
 
@@ -140,25 +141,22 @@ class Heartbeat:
     that cannot be written only means nobody can mark the message stopped later."""
 
     def __init__(self, notes: ProgressNotes, note: ProgressNote, every_s: float) -> None:
-        self.notes, self.note, self.every_s = notes, note, every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True,
-                                        name="kotae-reindex-heartbeat")
+        self.notes, self.note = notes, note
+        self._task = Periodic(self._beat, every_s, name="kotae-reindex-heartbeat",
+                              failure="reindex heartbeat failed")
 
     def start(self) -> Heartbeat:
         self._safely(self.notes.put, self.note)
-        self._thread.start()
+        self._task.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._task.stop()
         self._safely(self.notes.remove, self.note.ts)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.note = ProgressNote(**{**asdict(self.note), "beat_at": time.time()})
-            self._safely(self.notes.put, self.note)
+        self.note = ProgressNote(**{**asdict(self.note), "beat_at": time.time()})
+        self._safely(self.notes.put, self.note)
 
     @staticmethod
     def _safely(action: Callable[[T], object], argument: T) -> None:
@@ -182,28 +180,15 @@ class StaleProgressSweeper:
 
     def __init__(self, notes: ProgressNotes, client: WebClient, stale_after_s: float) -> None:
         self.notes, self.client, self.stale_after_s = notes, client, stale_after_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task = Periodic(self.sweep, stale_after_s / 2, name="kotae-stale-progress",
+                              failure="checking for stopped reindexes failed", now=True)
 
     def start(self) -> StaleProgressSweeper:
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name="kotae-stale-progress")
-        self._thread.start()
+        self._task.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.sweep()
-            except Exception:  # its own thread: nothing else would see it
-                logger.exception("checking for stopped reindexes failed")
-            if self._stop.wait(self.stale_after_s / 2):
-                return
+        self._task.stop()
 
     def sweep(self) -> int:
         """Messages marked stopped now."""
