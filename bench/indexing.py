@@ -12,8 +12,9 @@ paragraphs varied, many one-paragraph files, and some long handbooks):
   time vs an uninterrupted build;
 - **memory**: peak RSS above the loaded model, indexing 1× and 10× the corpus, split into
   anonymous memory (RssAnon) and file-backed pages (RssFile), beside the index arrays (FAISS
-  keeps dim × 4 + 8 bytes per chunk, the sparse matrix 12 bytes per entry), once with oneDNN's
-  default primitive cache and once with it off (`--onednn-caches`): torch's CPU matmuls keep
+  keeps dim × 4 + 8 bytes per chunk, the sparse matrix 12 bytes per entry), once with kotae's
+  defaults (no oneDNN primitive cache) and once with oneDNN's own (`--onednn-caches`, 1024
+  primitives, the baseline): torch's CPU matmuls keep
   one oneDNN primitive per input shape, up to 1024, and length-bucketed batches bring a new
   shape with nearly every new (batch size, token count), so that cache grows with the corpus;
 - **refresh**: a refresh that finds nothing changed, at `--refresh-chunks` chunks (tiny model:
@@ -367,7 +368,8 @@ def memory(runner: Runner, copies: int, factors: Sequence[int] = (1, 10),
     once the model is loaded and warm), split into anonymous memory (RssAnon: the process's
     own) and file-backed pages (RssFile: mapped libraries and files, page cache), each
     sampled every 5 ms (the kernel keeps no peak of either). `onednn_cache`: the child's
-    ONEDNN_PRIMITIVE_CACHE_CAPACITY (None: oneDNN's default, 1024 primitives)."""
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY (None: unset, which kotae turns into 0 when it loads the
+    model; 1024 is oneDNN's own default)."""
     rows, growth, anon_growth = [], {}, {}
     tiny = runner.model.resolve() == TINY_DIR.resolve()
     name = "tiny random-weight model" if tiny else "bge-m3 architecture"
@@ -388,8 +390,9 @@ def memory(runner: Runner, copies: int, factors: Sequence[int] = (1, 10),
                      human_bytes(result["file"]),
                      f"{human_bytes(arrays)} ({human_bytes(result['dense_bytes'])} dense)",
                      human_bytes(growth[factor]), human_bytes(anon_growth[factor])])
-    cache = ("oneDNN's default primitive cache (1024)" if onednn_cache is None
-             else f"ONEDNN_PRIMITIVE_CACHE_CAPACITY={onednn_cache}")
+    cache = ("kotae's defaults: no oneDNN primitive cache, a fixed mmap threshold"
+             if onednn_cache is None else f"ONEDNN_PRIMITIVE_CACHE_CAPACITY={onednn_cache} "
+             "in the environment" + (" (oneDNN's own default)" if onednn_cache == 1024 else ""))
     heading = (f"### Peak memory, {name}: {' and '.join(f'{f}×' for f in factors)} the corpus "
                f"(new indexer, windows of {runner.args.window} chunks, {cache})")
     parts = [heading, table(["corpus", "chunks", "RSS with the model loaded",
@@ -503,9 +506,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="corpus sizes of the memory runs on the chosen model (1 = only 1×)")
     parser.add_argument("--tiny-memory", action="store_true",
                         help="also measure memory at 1× and 10× with the tiny model")
-    parser.add_argument("--onednn-caches", default="default,0",
+    parser.add_argument("--onednn-caches", default="default,1024",
                         help="memory runs: ONEDNN_PRIMITIVE_CACHE_CAPACITY values, each its own "
-                             "table ('default' = unset, oneDNN's 1024)")
+                             "table ('default' = unset: kotae sets 0; 1024 = oneDNN's own "
+                             "default, the baseline)")
     parser.add_argument("--window", type=int, default=64,
                         help="memory runs: chunks per window, below the 1× corpus so that "
                              "both sizes stream (the product default is 2048)")

@@ -32,6 +32,8 @@ CASES = {
     "replicas": (["bench.replicas", "--mentions", "3", "--llm-delay", "0.1", "--no-write"],
                  "questions answered more than once"),
     "milvus": (["bench.milvus", "--quick", "--no-write"], "same top-k as local"),
+    "sparse_head": (["bench.sparse_head", "--quick", "--shapes", "48x30", "--no-write"],
+                    "| 48 × 30 | 0 / 0 |"),
 }
 
 
