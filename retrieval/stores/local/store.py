@@ -636,14 +636,8 @@ class HybridStore:
         return positions[row_ids[positions] == rows[inside]]
 
     def rows_of(self, sources: Sequence[str]) -> np.ndarray:
-        found: list[int] = []
-        unique = list(dict.fromkeys(sources))
-        with self._lock:
-            for start in range(0, len(unique), _SQL_BATCH):
-                batch = unique[start:start + _SQL_BATCH]
-                found += [r for (r,) in self._db.execute(
-                    f"SELECT id FROM chunks WHERE source IN ({placeholders(len(batch))})",
-                    batch)]
+        found = [r for (r,) in self._select_in("SELECT id FROM chunks WHERE source IN",
+                                               list(dict.fromkeys(sources)))]
         return self._visible(np.unique(np.asarray(found, np.int64)))
 
     def _visible(self, rows: np.ndarray) -> np.ndarray:
@@ -660,13 +654,7 @@ class HybridStore:
         if not len(row_ids):
             return {}
         wanted = self._visible(np.asarray(row_ids, np.int64)).tolist()
-        found: list[Any] = []
-        with self._lock:
-            for start in range(0, len(wanted), _SQL_BATCH):
-                batch = wanted[start:start + _SQL_BATCH]
-                found += self._db.execute(
-                    f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN ({placeholders(len(batch))})",
-                    batch).fetchall()
+        found = self._select_in(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN", wanted)
         return {chunk.row_id: chunk for chunk in stored_chunks(found)}
 
     def get_by_chunk_ids(self, chunk_ids: Sequence[str]) -> list[StoredChunk]:
@@ -679,16 +667,18 @@ class HybridStore:
         return self._visible(np.asarray(self._row_ids_for(chunk_ids), np.int64)).tolist()
 
     def _row_ids_for(self, chunk_ids: Sequence[str]) -> list[int]:
-        if not chunk_ids:
-            return []
-        found: list[int] = []
-        unique = list(chunk_ids)
+        return [r for (r,) in self._select_in("SELECT id FROM chunks WHERE chunk_id IN",
+                                               list(chunk_ids))]
+
+    def _select_in(self, query: str, values: Sequence[Any]) -> list[Any]:
+        """Rows of `query` + ` (?, …)` over `values`, _SQL_BATCH at a time (SQLite caps the
+        number of parameters of one statement)."""
+        found: list[Any] = []
         with self._lock:
-            for start in range(0, len(unique), _SQL_BATCH):
-                batch = unique[start:start + _SQL_BATCH]
-                found += [r for (r,) in self._db.execute(
-                    f"SELECT id FROM chunks WHERE chunk_id IN ({placeholders(len(batch))})",
-                    batch)]
+            for start in range(0, len(values), _SQL_BATCH):
+                batch = values[start:start + _SQL_BATCH]
+                found += self._db.execute(f"{query} ({placeholders(len(batch))})",
+                                          batch).fetchall()
         return found
 
     def files(self) -> dict[str, FileRecord]:
@@ -711,13 +701,8 @@ class HybridStore:
         if not len(row_ids):
             return {}
         wanted = self._visible(np.asarray(row_ids, np.int64)).tolist()
-        found: list[Any] = []
-        with self._lock:
-            for start in range(0, len(wanted), _SQL_BATCH):
-                batch = wanted[start:start + _SQL_BATCH]
-                found += self._db.execute(
-                    "SELECT id, sparse_ids, sparse_weights FROM chunks "
-                    f"WHERE id IN ({placeholders(len(batch))})", batch).fetchall()
+        found = self._select_in("SELECT id, sparse_ids, sparse_weights FROM chunks WHERE id IN",
+                                wanted)
         weights = {r: _sparse_arrays(i, w) for r, i, w in found}
         return {r: dict(zip(ids.tolist(), values.tolist(), strict=True))
                 for r, (ids, values) in weights.items()}
