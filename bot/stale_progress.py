@@ -167,7 +167,10 @@ class Heartbeat:
 
 
 def stopped_text(note: ProgressNote) -> str:
-    started = time.strftime("%H:%M:%S", time.localtime(note.started_at))
+    """The message's last words. The start time is a Slack date token: each reader sees it
+    in their own time zone (the fallback is the server's)."""
+    fallback = time.strftime("%H:%M:%S", time.localtime(note.started_at))
+    started = f"<!date^{int(note.started_at)}^{{time}}|{fallback}>"
     return (f":warning: The reindex <@{note.user}> started at {started} stopped before it "
             "finished: the kotae process running it went away (a restart, a crash or out of "
             "memory). The index serves the last version that was finished. Run "
@@ -176,7 +179,10 @@ def stopped_text(note: ProgressNote) -> str:
 
 class StaleProgressSweeper:
     """Marks stopped the progress messages whose heartbeat is older than `stale_after_s`:
-    once at start, then every half of that."""
+    once at start, then every half of that. Replicas compare their clocks here, so they need
+    to agree (NTP) to well within `stale_after_s`. A reindex wrongly taken for stopped (its
+    process frozen that long) puts its note back at its next beat, and its next progress
+    edit and the summary replace the text."""
 
     def __init__(self, notes: ProgressNotes, client: WebClient, stale_after_s: float) -> None:
         self.notes, self.client, self.stale_after_s = notes, client, stale_after_s
@@ -208,7 +214,9 @@ class StaleProgressSweeper:
                 logger.info("cannot check for stopped reindexes: %s", error)
                 return marked
             logger.warning("the reindex %s started at %s stopped without a summary; marking "
-                           "its message in %s", note.user, note.started_at, note.channel)
+                           "its message in %s", note.user,
+                           time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(note.started_at)),
+                           note.channel)
             try:
                 self.client.chat_update(channel=note.channel, ts=note.ts, text=stopped_text(note))
                 marked += 1

@@ -89,6 +89,8 @@ def test_the_sweep_marks_only_messages_whose_heartbeat_stopped(
     [alive_message] = fake_slack.thread_messages("C1", alive)
     assert STOPPED in dead_message["text"] and "<@UADMIN>" in dead_message["text"]
     assert "/kotae reindex" in dead_message["text"]
+    started = int(time.time() - 600)  # note() starts every reindex 10 minutes ago
+    assert any(f"<!date^{t}^{{time}}|" in dead_message["text"] for t in (started, started - 1))
     assert alive_message["text"] == "embedding 3/40 chunks"
     assert [n.ts for n in notes.all()] == [alive]
     assert sweeper.sweep() == 0  # marked once
