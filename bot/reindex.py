@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.periodic import Periodic
-from bot.render import escape_mrkdwn
+from bot.render import escape_mrkdwn, slack_date
 from bot.stale_progress import Heartbeat, ProgressNote, ProgressNotes
 from retrieval.access import AccessControl, AccessInvalid, Audience
 from retrieval.errors import IndexLocked, KotaeError
@@ -162,7 +162,7 @@ class ReindexCoordinator:
                 self.running = RunningReindex(user=user, full=full)
         if running is not None:
             respond(text=f":hourglass: A reindex started by <@{running.user}> at "
-                         f"{time.strftime('%H:%M:%S', time.localtime(running.started_at))} "
+                         f"{slack_date(running.started_at)} "
                          f"is still running: {describe(running.progress)}")
             return
         try:

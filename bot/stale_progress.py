@@ -26,6 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.periodic import Periodic
+from bot.render import slack_date
 from retrieval.errors import KotaeError
 from retrieval.redis_state import RedisLink
 
@@ -167,10 +168,8 @@ class Heartbeat:
 
 
 def stopped_text(note: ProgressNote) -> str:
-    """The message's last words. The start time is a Slack date token: each reader sees it
-    in their own time zone (the fallback is the server's)."""
-    fallback = time.strftime("%H:%M:%S", time.localtime(note.started_at))
-    started = f"<!date^{int(note.started_at)}^{{time}}|{fallback}>"
+    """The message's last words."""
+    started = slack_date(note.started_at)
     return (f":warning: The reindex <@{note.user}> started at {started} stopped before it "
             "finished: the kotae process running it went away (a restart, a crash or out of "
             "memory). The index serves the last version that was finished. Run "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -11,7 +10,7 @@ from slack_bolt import Ack, App, Respond
 from bot.context import BotContext
 from bot.errors import failure_reason
 from bot.question import question_from_command
-from bot.render import escape_mrkdwn
+from bot.render import escape_mrkdwn, slack_date
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,8 @@ def help_text(command: str) -> str:
 
 def status_text(status: dict[str, Any], *, admin: bool = False) -> str:
     when = status.get("last_indexed")
-    last = time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if when else "never"
+    last = (slack_date(when, "{date_short_pretty} {time}", "%Y-%m-%d %H:%M") if when
+            else "never")
     return "\n".join([
         "*kotae status*",
         f"• index version: `{status.get('index_version') or 'none — run a reindex'}`",

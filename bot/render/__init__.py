@@ -35,7 +35,7 @@ from bot.render.mrkdwn import markdown_to_mrkdwn
 from bot.render.progress import PROGRESS_TEXT_LIMIT, render_progress
 from bot.render.sources import SNIPPET_CHARS, TITLE_CHARS
 from bot.render.split import split_mrkdwn
-from bot.render.text import ELLIPSIS, ZWSP, escape_mrkdwn
+from bot.render.text import ELLIPSIS, ZWSP, escape_mrkdwn, slack_date
 
 __all__ = [
     "BUTTON_TEXT_LIMIT",
@@ -61,5 +61,6 @@ __all__ = [
     "render_answer",
     "render_apology",
     "render_progress",
+    "slack_date",
     "split_mrkdwn",
 ]

@@ -6,6 +6,7 @@ measure the same way.
 
 from __future__ import annotations
 
+import time
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -19,6 +20,13 @@ def escape_mrkdwn(text: str) -> str:
     the model or quoted from a document stay text. Character by character, so escaping the
     pieces of a text one at a time gives the same result as escaping it whole."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_date(epoch: float, tokens: str = "{time}", fallback: str = "%H:%M:%S") -> str:
+    """A time as Slack's date token: each reader sees it in their own time zone (a team in
+    Tokyo and a server in UTC). `fallback` (strftime, the server's zone) is what clients that
+    cannot format it show."""
+    return f"<!date^{int(epoch)}^{tokens}|{time.strftime(fallback, time.localtime(epoch))}>"
 
 
 def slack_url(href: str) -> str | None:

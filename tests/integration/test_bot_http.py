@@ -212,8 +212,10 @@ def test_slash_status_and_help(bot: Bot) -> None:
     info = bot.ctx.service.status()
     text = response
     assert f"documents: {info['documents']}" in text and info["documents"] == 11
-    assert f"last indexed: {time.strftime('%Y-%m-%d', time.localtime(info['last_indexed']))}" \
-        in text
+    # a Slack date token (each reader's time zone), the server's time as its fallback
+    when = info["last_indexed"]
+    assert (f"last indexed: <!date^{int(when)}^{{date_short_pretty}} {{time}}|"
+            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(when))}>") in text
     assert f"model: `{info['model']}` on `cpu`" in text
     assert "retrieval mode: `hybrid`" in text
     status, response = bot.send_command("help")
@@ -251,10 +253,11 @@ def test_admin_reindex_reports_progress_and_summary(
 def test_a_second_reindex_is_told_who_runs_the_first(bot: Bot) -> None:
     from bot.reindex import RunningReindex
 
-    bot.ctx.reindex.running = RunningReindex(user="UADMIN", full=False)
+    running = bot.ctx.reindex.running = RunningReindex(user="UADMIN", full=False)
     bot.send_command("reindex", user="UADMIN")
     [busy] = bot.slack.wait_for("response_url")
     assert "started by <@UADMIN>" in busy.params["text"]
+    assert f"at <!date^{int(running.started_at)}^{{time}}|" in busy.params["text"]  # reader's zone
 
 
 def test_feedback_vote_is_recorded_with_the_question(bot: Bot) -> None:
