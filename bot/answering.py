@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import replace
 
 from slack_sdk import WebClient
@@ -40,6 +41,12 @@ NARROWED = (":lock: I couldn't check your Slack channel and user group membershi
 # The details (file, line, paths) go to the log: a path may name a restricted document.
 ACCESS_BROKEN = ("kotae's access configuration cannot be used right now, so I answer nothing "
                  "until an admin fixes it (the details are in kotae's log).")
+# When the bot stops (a deploy, Ctrl-C): a question it will not answer is told so, in words
+# that say asking again works (another replica, or this one restarted, will take it).
+STOPPING = (":warning: kotae is restarting and did not get to this question. Please ask again "
+            "in a minute.")
+STOPPED_MID_ANSWER = ("kotae was restarted before it finished this answer. Please ask again in "
+                      "a minute.")
 BUSY: dict[Surface, str] = {
     "thread": ":warning: I'm answering too many questions right now. Please ask again in a "
               "minute.",
@@ -57,6 +64,8 @@ class Answerer:
         self.service, self.queue, self.history, self.feedback = service, queue, history, feedback
         self.audiences = audiences
         self.client, self.progress_client, self.interval_s = client, progress_client, interval_s
+        self._in_flight: dict[int, Delivery] = {}  # by id(): what `drain` apologizes in
+        self._in_flight_lock = threading.Lock()
 
     def take(self, question: Question) -> None:
         """Queue an answer; tell the asker when it has to wait or cannot be taken."""
@@ -68,14 +77,32 @@ class Answerer:
         delivery = self.delivery(question)
         outcome = self.queue.submit(
             question.user, functools.partial(self.answer, question),
-            on_wait=functools.partial(delivery.tell, QUEUED[question.surface]))
+            on_wait=functools.partial(delivery.tell, QUEUED[question.surface]),
+            on_drop=functools.partial(delivery.tell, STOPPING))
         if outcome == "rejected":
             delivery.tell(BUSY[question.surface])
+        elif outcome == "closed":
+            delivery.tell(STOPPING)
+
+    def drain(self, timeout_s: float) -> int:
+        """The bot is stopping: no new answers, the queued ones told to ask again, the
+        running ones given up to `timeout_s` to finish; those still running then get an
+        apology in place of the rest of their answer. Returns how many did."""
+        unfinished = self.queue.drain(timeout_s)
+        if not unfinished:
+            return 0
+        with self._in_flight_lock:
+            deliveries = list(self._in_flight.values())
+        for delivery in deliveries:
+            delivery.apologize(STOPPED_MID_ANSWER)
+        return len(deliveries)
 
     def answer(self, question: Question) -> Answer | None:
         """The whole reply to one question. Never raises for a failure of the answer itself,
         and never stays silent."""
         delivery = self.delivery(question)
+        with self._in_flight_lock:
+            self._in_flight[id(delivery)] = delivery
         delivery.start()
         try:
             # who reads this answer decides what it may use; decided before anything is read
@@ -104,6 +131,8 @@ class Answerer:
             delivery.apologize(failure_reason(error))
             return None
         finally:
+            with self._in_flight_lock:
+                self._in_flight.pop(id(delivery), None)
             delivery.close()
 
     def delivery(self, question: Question) -> Delivery:

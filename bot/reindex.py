@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from slack_sdk import WebClient
@@ -31,12 +30,25 @@ Respond = Callable[..., object]  # Bolt's respond(): ephemeral by default
 Reindex = Callable[..., IndexSummary]  # KotaeService.reindex
 
 
+STOPPED_BY_SHUTDOWN = (":warning: This reindex stopped before it finished: kotae was shut down "
+                       "(a deploy or a restart). The index serves the last version that was "
+                       "finished. Run `/kotae reindex` again: it resumes from the embeddings "
+                       "already computed.")
+
+
+class ReindexStopped(Exception):
+    """Raised from the progress callback when the bot stops: the indexer discards the build
+    (the served version stays; the embedding cache keeps every finished batch)."""
+
+
 @dataclass
 class RunningReindex:
     user: str
     full: bool
     started_at: float = field(default_factory=time.time)
     progress: IndexProgress | None = None
+    board: ProgressBoard | None = None  # where it reports, once it holds the lock
+    heartbeat: Heartbeat | None = None
 
 
 def describe(progress: IndexProgress | None) -> str:
@@ -126,7 +138,7 @@ class ReindexCoordinator:
         self._interval = update_interval_s
         self._lock = threading.Lock()
         self.running: RunningReindex | None = None
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="reindex")
+        self._stopping = threading.Event()
 
     def is_admin(self, user: str) -> bool:
         if user in self._admins:
@@ -141,8 +153,28 @@ class ReindexCoordinator:
         return bool(info.get("is_admin") or info.get("is_owner"))
 
     def request(self, user: str, channel: str, full: bool, respond: Respond) -> None:
-        """Called from a Bolt listener after ack(): checks run off the listener thread."""
-        self._executor.submit(self._request, user, channel, full, respond)
+        """Called from a Bolt listener after ack(): checks run off the listener thread, on a
+        daemon thread (a reindex must not hold up the bot's exit; `drain` ends it)."""
+        threading.Thread(target=self._request, args=(user, channel, full, respond),
+                         name="reindex", daemon=True).start()
+
+    def drain(self, timeout_s: float) -> bool:
+        """The bot is stopping: a running reindex stops at its next progress report, and
+        its message says so; if it has not stopped within `timeout_s`, the message is
+        finished here (the process exits under it). True when a reindex was running."""
+        self._stopping.set()
+        running = self.running
+        if running is None:
+            return False
+        deadline = time.monotonic() + timeout_s
+        while self.running is running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.running is running:
+            if running.board is not None:
+                running.board.finish(STOPPED_BY_SHUTDOWN)
+            if running.heartbeat is not None:
+                running.heartbeat.stop()
+        return True
 
     def _request(self, user: str, channel: str, full: bool, respond: Respond) -> None:
         try:
@@ -151,6 +183,9 @@ class ReindexCoordinator:
             logger.exception("reindex request from %s failed", user)
 
     def _handle(self, user: str, channel: str, full: bool, respond: Respond) -> None:
+        if self._stopping.is_set():
+            respond(text=":warning: kotae is restarting; run the reindex again in a minute.")
+            return
         if not self.is_admin(user):
             logger.warning("reindex refused for non-admin user %s in %s", user, channel)
             respond(text=":no_entry: Only kotae admins can rebuild the index. "
@@ -178,13 +213,18 @@ class ReindexCoordinator:
         # report): when another indexer (e.g. `kotae index` from the CLI) holds it, the admin
         # is told privately who does, and the channel hears nothing.
         board = ProgressBoard(self.client, channel, respond, self.progress_client)
+        running = self.running
+        if running is not None:
+            running.board = board
         last_update = 0.0
         heartbeat: Heartbeat | None = None
 
         def on_progress(progress: IndexProgress) -> None:
             nonlocal last_update, heartbeat
-            if self.running is not None:
-                self.running.progress = progress
+            if self._stopping.is_set():
+                raise ReindexStopped
+            if running is not None:
+                running.progress = progress
             try:
                 if not board.started:
                     board.start(header + "…")
@@ -194,6 +234,8 @@ class ReindexCoordinator:
                         heartbeat = Heartbeat(self.notes, ProgressNote(
                             channel=channel, ts=board.ts, user=user, started_at=now,
                             beat_at=now), self._heartbeat_s).start()
+                        if running is not None:
+                            running.heartbeat = heartbeat
                 elif time.monotonic() - last_update >= self._interval:
                     last_update = time.monotonic()
                     board.progress(f"{header}: {describe(progress)}")
@@ -211,6 +253,9 @@ class ReindexCoordinator:
         """The reindex's summary, or why there is none."""
         try:
             summary = self._reindex(full=full, holder=f"Slack user {user}", progress=on_progress)
+        except ReindexStopped:
+            logger.info("reindex by %s stopped: the bot is stopping", user)
+            return STOPPED_BY_SHUTDOWN
         except IndexLocked as error:
             return f":hourglass: {error}"
         except KotaeError as error:
@@ -243,6 +288,7 @@ class ProgressBoard:
         self.progress_client = progress_client or client
         self.ts: str | None = None
         self.started = False
+        self.finished = False  # after the summary (or the shutdown notice), nothing more
         self._responses = 0
         self._last_response = 0.0
 
@@ -258,6 +304,8 @@ class ProgressBoard:
     def progress(self, text: str) -> None:
         """Best effort: a refused edit of the channel message is skipped (the summary still
         follows), and so is a post when the response URL has no use to spare."""
+        if self.finished:
+            return
         if self.ts is not None:
             self._update(text, self.progress_client)
             return
@@ -266,7 +314,10 @@ class ProgressBoard:
             self._respond(text)
 
     def finish(self, text: str) -> None:
-        """Always delivered: the summary (or why there is none)."""
+        """Always delivered: the summary (or why there is none); once."""
+        if self.finished:
+            return
+        self.finished = True
         if self.ts is not None and self._update(text, self.client):
             return
         if self._responses >= self.RESPONSE_URL_USES:

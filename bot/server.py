@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ from retrieval.errors import KotaeError
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    from bot.context import BotContext
     from retrieval.service import KotaeService
 
 logger = logging.getLogger(__name__)
@@ -131,19 +134,48 @@ def run_bot(settings: BotSettings, service: KotaeService, *,
         ScheduledRefresh(service.reindex, settings.reindex_interval, app.client,
                          settings.admin_channel, access=service.access,
                          check_access=service.check_access).start()
+    if threading.current_thread() is threading.main_thread():
+        # a service manager (docker stop, systemd, Kubernetes) stops it with SIGTERM: the
+        # same clean stop as Ctrl-C, rather than dying with answers half written
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     if settings.slack_app_token is not None:
         _serve_socket_mode(app, settings.slack_app_token.get_secret_value(),
                            settings.slack_api_url, announce)
-        return
-    secret = settings.slack_signing_secret
-    server = HttpServer(app, functools.partial(health_report, service), settings.host,
-                        settings.port, settings.http_threads,
-                        signing_secret=secret.get_secret_value() if secret else None)
-    announce(f"kotae: listening on http://{settings.host}:{server.port}{EVENTS_PATH}")
+    else:
+        secret = settings.slack_signing_secret
+        server = HttpServer(app, functools.partial(health_report, service), settings.host,
+                            settings.port, settings.http_threads,
+                            signing_secret=secret.get_secret_value() if secret else None)
+        announce(f"kotae: listening on http://{settings.host}:{server.port}{EVENTS_PATH}")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.stop()
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.stop()
+        drain(ctx, settings.shutdown_grace_s, announce)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        announce("kotae: stopped without waiting")
+
+
+def drain(ctx: BotContext, grace_s: float, announce: Callable[[str], object]) -> None:
+    """After the last event was taken: answers in flight get up to `grace_s` to finish (the
+    rest get an apology in place of their answer, the queued ones are told to ask again), a
+    running reindex stops and its message says so. Then `kotae serve` returns and exits."""
+    answering = ctx.answerer.queue.busy
+    reindexing = ctx.reindex.running is not None
+    if answering or reindexing:
+        waits = [f"{answering} answer(s)"] * bool(answering) + ["a reindex"] * reindexing
+        announce(f"kotae: stopping; waiting up to {grace_s:g}s for {' and '.join(waits)}")
+    deadline = time.monotonic() + grace_s
+    reindex = threading.Thread(target=ctx.reindex.drain, args=(grace_s,), daemon=True,
+                               name="kotae-stop-reindex")
+    reindex.start()
+    cut_short = ctx.answerer.drain(grace_s)
+    reindex.join(max(0.0, deadline - time.monotonic()) + 5)  # +5: its own last message
+    if cut_short:
+        announce(f"kotae: {cut_short} answer(s) did not finish in time; their askers were "
+                 "told to ask again")
+    announce("kotae: stopped")
 
 
 def _serve_socket_mode(app: App, app_token: str, api_url: str,

@@ -56,6 +56,10 @@ class BotSettings(Settings):
     reindex_stale_after_s: float = Field(
         60.0, ge=2, description="a reindex whose process has not been heard from this long "
         "(killed, out of memory) gets its progress message marked stopped by any bot process")
+    shutdown_grace_s: float = Field(
+        8.0, ge=0, description="on Ctrl-C or SIGTERM: how long answers in flight may take to "
+        "finish before their askers are told to ask again (keep it under the service "
+        "manager's stop timeout: docker's is 10 s)")
     feedback_path: Path = Path(".kotae/feedback.jsonl")
     access_membership_ttl_s: float = Field(
         60.0, ge=0, description="how long Slack channel and user group memberships are "

@@ -368,6 +368,72 @@ def test_one_bot_killed_mid_reindex_marks_its_progress_message_stopped_when_it_r
     assert "Traceback" not in second.output(), second.output()[-3000:]
 
 
+def stop_with_sigterm(replica: Replica, timeout: float) -> tuple[int, float]:
+    """SIGTERM, as `docker stop` or a deploy stops the bot: (exit code, seconds to exit)."""
+    started = time.monotonic()
+    replica.process.send_signal(signal.SIGTERM)
+    try:
+        code = replica.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        replica.kill_9()
+        raise AssertionError(f"{replica.name} did not stop on SIGTERM:\n"
+                             f"{replica.output()[-3000:]}") from None
+    return code, time.monotonic() - started
+
+
+@pytest.mark.parametrize("store_env", ["local"], indirect=True)
+def test_sigterm_lets_the_answer_in_flight_finish_and_tells_the_cut_short_to_ask_again(
+        replica_env: dict[str, str], fake_slack: FakeSlackAPI, fake_openai: FakeOpenAIServer,
+        tmp_path: Path) -> None:
+    env = {k: v for k, v in replica_env.items() if k != "KOTAE_REDIS_URL"}
+    # a slow model: one answer finishes within the grace period, one does not
+    fake_openai.responder = lambda request: Reply(
+        text="Monday [1].", delay_s=8.0 if "SLOW" in sources_of(request) else 1.5)
+    bot = Replica({**env, "KOTAE_SHUTDOWN_GRACE_S": "4"}, "bot", tmp_path / "bot.log")
+    bot.wait_until_up()
+    quick = {**mention_event("1600000500.000100"), "text": "<@UBOT> When is the handoff?"}
+    slow = {**mention_event("1600000500.000200"), "text": "<@UBOT> SLOW: the handoff?"}
+    assert bot.send(event_body(quick, "EvQuick")) == 200
+    assert bot.send(event_body(slow, "EvSlow")) == 200
+    fake_openai.wait_for_requests(2, timeout=30)
+
+    code, seconds = stop_with_sigterm(bot, timeout=20)
+    assert code == 0 and seconds < 4 + 3, (code, seconds)
+    [quick_reply] = [m for m in fake_slack.thread_messages("C1", "1600000500.000100")
+                     if m.get("bot_id")]
+    assert "Monday" in reply_text(quick_reply)  # finished within the grace period
+    slow_replies = [m for m in fake_slack.thread_messages("C1", "1600000500.000200")
+                    if m.get("bot_id")]
+    assert slow_replies and "restarted before it finished this answer" in (
+        slow_replies[-1].get("text") or ""), slow_replies
+    output = bot.output()
+    assert "waiting up to 4s for 2 answer(s)" in output and "kotae: stopped" in output
+    assert "Traceback" not in output, output[-3000:]
+
+
+@pytest.mark.parametrize("store_env", ["local"], indirect=True)
+def test_sigterm_mid_reindex_stops_it_and_its_message_says_so(
+        replica_env: dict[str, str], fake_slack: FakeSlackAPI, sample_docs: Path,
+        tmp_path: Path) -> None:
+    env = {k: v for k, v in replica_env.items() if k != "KOTAE_REDIS_URL"}
+    served = shared_index().current_version()
+    (sample_docs / "filler").mkdir()
+    write_fillers(sample_docs, 13, paragraphs_each=75)
+    bot = Replica({**env, "KOTAE_SHUTDOWN_GRACE_S": "6"}, "bot", tmp_path / "bot.log")
+    bot.wait_until_up()
+    assert bot.send(reindex_command(fake_slack, "stopped"), content_type=FORM) == 200
+    wait_until(lambda: any(EMBEDDING.search(t) for t in slack_texts(fake_slack)),
+               timeout=120, interval=0.05)
+
+    code, seconds = stop_with_sigterm(bot, timeout=20)
+    assert code == 0 and seconds < 6 + 3, (code, seconds)
+    text = progress_message(fake_slack)["text"]
+    assert "kotae was shut down" in text and "/kotae reindex" in text, text
+    assert not (Path(env["KOTAE_INDEX_DIR"]) / "reindex-progress.json").exists()
+    assert shared_index().current_version() == served  # nothing half-built was published
+    assert "Traceback" not in bot.output(), bot.output()[-3000:]
+
+
 def test_one_milvus_reached_by_two_names_is_one_reindex_lock(
         redis_server: RedisServer, tiny_model_dir: Path, tmp_path: Path) -> None:
     from retrieval.errors import IndexLocked

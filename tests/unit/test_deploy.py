@@ -63,3 +63,10 @@ def test_the_image_holds_every_package_the_project_installs() -> None:
     packages = {name.strip(' "*') for name in include.group(1).split(",")}
     copied = set(re.findall(r"^COPY (\w+) \1$", (DEPLOY / "Dockerfile").read_text(), flags=re.M))
     assert packages <= copied
+
+
+def test_docker_waits_longer_than_the_bot_drains() -> None:
+    for service in _kotae_services().values():
+        grace = float(service["environment"]["KOTAE_SHUTDOWN_GRACE_S"])
+        stop = service["stop_grace_period"]
+        assert stop.endswith("s") and float(stop[:-1]) > grace

@@ -103,3 +103,30 @@ def test_zero_notice_delay_neither_spins_nor_delays_the_notice() -> None:
     release.set()
     wait_until(lambda: "end second" in log)
     queue.shutdown()
+
+
+def test_drain_drops_the_waiting_tells_them_and_waits_for_the_running_within_its_time() -> None:
+    queue = AnswerQueue(workers=1, per_user=5, notice_after_s=60)
+    release, log, dropped = threading.Event(), [], []
+    assert queue.submit("u1", blocking_job(release, log, "running")) == "started"
+    assert queue.submit("u2", blocking_job(release, log, "waiting"),
+                        on_drop=lambda: dropped.append("u2")) == "queued"
+    wait_until(lambda: "start running" in log)
+    started = time.monotonic()
+    assert queue.drain(0.2) == 1  # still running after its time
+    assert 0.15 < time.monotonic() - started < 2
+    assert dropped == ["u2"]
+    assert queue.submit("u3", blocking_job(release, log, "late")) == "closed"
+    release.set()
+    assert queue.drain(5) == 0
+    assert log == ["start running", "end running"]  # the dropped one never ran
+
+
+def test_shutdown_waits_for_a_running_answer() -> None:
+    queue = AnswerQueue(workers=2, per_user=2, notice_after_s=60)
+    release, log = threading.Event(), []
+    queue.submit("u1", blocking_job(release, log, "a"))
+    wait_until(lambda: "start a" in log)
+    threading.Timer(0.2, release.set).start()
+    queue.shutdown()
+    assert log == ["start a", "end a"]
