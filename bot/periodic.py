@@ -26,10 +26,11 @@ class Periodic:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """No more rounds; waits up to `timeout_s` for one under way."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout_s)
 
     def _loop(self) -> None:
         if self._now:

@@ -361,19 +361,30 @@ class ScheduledRefresh:
         self._task = Periodic(self.run_once, interval_s, name="kotae-scheduled-refresh",
                               failure="scheduled refresh failed; the previous index is still "
                                       "served")
+        self._stopping = threading.Event()
 
     def start(self) -> ScheduledRefresh:
         self._task.start()
         logger.info("refreshing the index every %.0fs", self.interval_s)
         return self
 
-    def stop(self) -> None:
-        self._task.stop()
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """No more rounds; one under way stops at its next batch (nothing published, the
+        lock released, finished batches kept in the cache). Waits up to `timeout_s`."""
+        self._stopping.set()
+        self._task.stop(timeout_s)
+
+    def _check_stop(self, _progress: IndexProgress) -> None:
+        if self._stopping.is_set():
+            raise ReindexStopped
 
     def run_once(self) -> IndexSummary | None:
-        """One refresh; None when it was skipped or failed (said in the log)."""
+        """One refresh; None when it was skipped, stopped or failed (said in the log)."""
         try:
-            summary = self._reindex(holder=self.HOLDER)
+            summary = self._reindex(holder=self.HOLDER, progress=self._check_stop)
+        except ReindexStopped:
+            logger.info("scheduled refresh stopped: the bot is stopping; nothing published")
+            return None
         except IndexLocked as error:
             logger.info("scheduled refresh skipped: %s", error)
             return None

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     from bot.context import BotContext
+    from bot.reindex import ScheduledRefresh
     from retrieval.service import KotaeService
 
 logger = logging.getLogger(__name__)
@@ -128,12 +129,13 @@ def run_bot(settings: BotSettings, service: KotaeService, *,
     if ctx.reindex.notes is not None:  # a reindex whose process died: its message says so
         StaleProgressSweeper(ctx.reindex.notes, app.client,
                              settings.reindex_stale_after_s).start()
+    refresh = None
     if settings.reindex_interval:  # through the index lock: one replica refreshes at a time
         from bot.reindex import ScheduledRefresh
 
-        ScheduledRefresh(service.reindex, settings.reindex_interval, app.client,
-                         settings.admin_channel, access=service.access,
-                         check_access=service.check_access).start()
+        refresh = ScheduledRefresh(service.reindex, settings.reindex_interval, app.client,
+                                   settings.admin_channel, access=service.access,
+                                   check_access=service.check_access).start()
     if threading.current_thread() is threading.main_thread():
         # a service manager (docker stop, systemd, Kubernetes) stops it with SIGTERM: the
         # same clean stop as Ctrl-C, rather than dying with answers half written
@@ -152,23 +154,32 @@ def run_bot(settings: BotSettings, service: KotaeService, *,
         except KeyboardInterrupt:
             server.stop()
     try:
-        drain(ctx, settings.shutdown_grace_s, announce)
+        drain(ctx, settings.shutdown_grace_s, announce, refresh)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now
         announce("kotae: stopped without waiting")
 
 
-def drain(ctx: BotContext, grace_s: float, announce: Callable[[str], object]) -> None:
+def drain(ctx: BotContext, grace_s: float, announce: Callable[[str], object],
+          refresh: ScheduledRefresh | None = None) -> None:
     """After the last event was taken: answers in flight get up to `grace_s` to finish (the
     rest get an apology in place of their answer, the queued ones are told to ask again), a
-    running reindex stops and its message says so. Then `kotae serve` returns and exits."""
+    running reindex stops and its message says so, a scheduled refresh stops (nothing
+    published, its lock released). Then `kotae serve` returns and exits."""
     answering = ctx.answerer.queue.busy
     reindexing = ctx.reindex.running is not None
     if answering or reindexing:
         waits = [f"{answering} answer(s)"] * bool(answering) + ["a reindex"] * reindexing
         announce(f"kotae: stopping; waiting up to {grace_s:g}s for {' and '.join(waits)}")
     deadline = time.monotonic() + grace_s
-    reindex = threading.Thread(target=ctx.reindex.drain, args=(grace_s,), daemon=True,
-                               name="kotae-stop-reindex")
+
+    def stop_indexing() -> None:
+        if refresh is not None:
+            refresh.stop(0)  # at once: a round under way ends at its next batch
+        ctx.reindex.drain(grace_s)
+        if refresh is not None:  # then wait for that round
+            refresh.stop(max(0.0, deadline - time.monotonic()))
+
+    reindex = threading.Thread(target=stop_indexing, daemon=True, name="kotae-stop-indexing")
     reindex.start()
     cut_short = ctx.answerer.drain(grace_s)
     reindex.join(max(0.0, deadline - time.monotonic()) + 5)  # +5: its own last message

@@ -15,7 +15,9 @@ from retrieval.embeddings import BGEM3Embeddings
 from retrieval.service import KotaeService
 from retrieval.settings import Settings
 from retrieval.stores import open_store_backend
+from retrieval.stores.local.layout import BUILDING_PREFIX
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.helpers import wait_until
 
 CHANNEL = "CADMIN"
 
@@ -84,3 +86,26 @@ def test_the_schedule_runs_until_stopped(service: KotaeService, fake_slack: Fake
         scheduled.stop()
     time.sleep(0.5)  # stopped: no further round publishes
     assert len(fake_slack.calls("chat.postMessage")) == 1
+
+
+def test_stopping_mid_refresh_publishes_nothing_and_frees_the_lock(
+        service: KotaeService, fake_slack: FakeSlackAPI, sample_docs: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    before = service.index.version
+    for n in range(12):  # thousands of chunks: still embedding when it is stopped
+        (sample_docs / f"extra-{n}.md").write_text(f"# Extra {n}\n\n" + "\n\n".join(
+            f"Paragraph {p} of extra {n}: backups, restores and retention {p * n}. " * 12
+            for p in range(60)), "utf-8")
+    scheduled = refresh(service, fake_slack, interval_s=0.01)
+    builds = service.settings.index_dir / "versions"
+    with caplog.at_level(logging.INFO, logger="bot.reindex"):
+        scheduled.start()
+        wait_until(lambda: any(p.name.startswith(BUILDING_PREFIX) for p in builds.iterdir()),
+                   timeout=60, interval=0.01)
+        started = time.monotonic()
+        scheduled.stop(30)
+        assert time.monotonic() - started < 10  # at its next batch, not the end of the build
+    assert "scheduled refresh stopped" in caplog.text
+    assert service.index.version == before  # nothing half-built was published
+    assert not fake_slack.calls("chat.postMessage")
+    assert service.reindex().switched  # the lock is free and the next run does the work
