@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -207,3 +208,27 @@ def test_socket_mode_answers_until_ctrl_c(
     assert code == 0 and "Traceback" not in output
     assert "kotae: connecting to Slack in Socket Mode" in output
     assert "run_bot returned" in output
+
+
+def test_socket_mode_on_sigterm_finishes_the_answer_in_flight_then_exits_0(
+        tiny_model_dir: Path, sample_index_dir: Path, fake_slack: FakeSlackAPI,
+        fake_socket_mode: FakeSocketModeServer, fake_openai: FakeOpenAIServer,
+        tmp_path: Path) -> None:
+    fake_openai.push(Reply(text="Monday [1].", delay_s=2.0))
+    process = run_bot_process(tiny_model_dir, sample_index_dir, tmp_path, fake_slack,
+                              fake_openai, SLACK_APP_TOKEN="xapp-1-run",
+                              SLACK_SIGNING_SECRET=SECRET, KOTAE_SHUTDOWN_GRACE_S="6")
+    try:
+        fake_socket_mode.wait_for_connection(timeout=60)
+        payload = json.loads(event_body(mention_event("1600000004.000200"), "EvTermSocket"))
+        envelope = fake_socket_mode.send_envelope("events_api", payload)
+        assert fake_socket_mode.wait_for_ack(envelope, timeout=5)
+        fake_openai.wait_for_requests(1, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)  # as `docker stop` does
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in output, output[-3000:]
+    [reply] = [m for m in fake_slack.thread_messages("C1", "1600000004.000200")
+               if m.get("bot_id")]
+    assert "Monday [1]." in json.dumps(reply["blocks"], ensure_ascii=False)
+    assert "waiting up to 6s for 1 answer(s)" in output and "kotae: stopped" in output
