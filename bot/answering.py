@@ -64,7 +64,7 @@ class Answerer:
         self.service, self.queue, self.history, self.feedback = service, queue, history, feedback
         self.audiences = audiences
         self.client, self.progress_client, self.interval_s = client, progress_client, interval_s
-        self._in_flight: dict[int, Delivery] = {}  # by id(): what `drain` apologizes in
+        self._in_flight: set[Delivery] = set()  # what `drain` apologizes in
         self._in_flight_lock = threading.Lock()
 
     def take(self, question: Question) -> None:
@@ -92,7 +92,7 @@ class Answerer:
         if not unfinished:
             return 0
         with self._in_flight_lock:
-            deliveries = list(self._in_flight.values())
+            deliveries = list(self._in_flight)
         for delivery in deliveries:
             delivery.apologize(STOPPED_MID_ANSWER)
         return len(deliveries)
@@ -102,7 +102,7 @@ class Answerer:
         and never stays silent."""
         delivery = self.delivery(question)
         with self._in_flight_lock:
-            self._in_flight[id(delivery)] = delivery
+            self._in_flight.add(delivery)
         delivery.start()
         try:
             # who reads this answer decides what it may use; decided before anything is read
@@ -132,7 +132,7 @@ class Answerer:
             return None
         finally:
             with self._in_flight_lock:
-                self._in_flight.pop(id(delivery), None)
+                self._in_flight.discard(delivery)
             delivery.close()
 
     def delivery(self, question: Question) -> Delivery:

@@ -22,6 +22,10 @@ class Periodic:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=name)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def start(self) -> Periodic:
         self._thread.start()
         return self

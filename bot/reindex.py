@@ -49,6 +49,7 @@ class RunningReindex:
     progress: IndexProgress | None = None
     board: ProgressBoard | None = None  # where it reports, once it holds the lock
     heartbeat: Heartbeat | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 def describe(progress: IndexProgress | None) -> str:
@@ -166,10 +167,7 @@ class ReindexCoordinator:
         running = self.running
         if running is None:
             return False
-        deadline = time.monotonic() + timeout_s
-        while self.running is running and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.running is running:
+        if not running.done.wait(timeout_s):
             if running.board is not None:
                 running.board.finish(STOPPED_BY_SHUTDOWN)
             if running.heartbeat is not None:
@@ -204,7 +202,9 @@ class ReindexCoordinator:
             self._run(user, channel, full, respond)
         finally:
             with self._lock:
-                self.running = None
+                mine, self.running = self.running, None
+            if mine is not None:
+                mine.done.set()  # `drain` waits on it
 
     def _run(self, user: str, channel: str, full: bool, respond: Respond) -> None:
         logger.info("reindex (full=%s) started by %s", full, user)
@@ -361,7 +361,6 @@ class ScheduledRefresh:
         self._task = Periodic(self.run_once, interval_s, name="kotae-scheduled-refresh",
                               failure="scheduled refresh failed; the previous index is still "
                                       "served")
-        self._stopping = threading.Event()
 
     def start(self) -> ScheduledRefresh:
         self._task.start()
@@ -371,11 +370,10 @@ class ScheduledRefresh:
     def stop(self, timeout_s: float = 5.0) -> None:
         """No more rounds; one under way stops at its next batch (nothing published, the
         lock released, finished batches kept in the cache). Waits up to `timeout_s`."""
-        self._stopping.set()
         self._task.stop(timeout_s)
 
     def _check_stop(self, _progress: IndexProgress) -> None:
-        if self._stopping.is_set():
+        if self._task.stopping:
             raise ReindexStopped
 
     def run_once(self) -> IndexSummary | None:

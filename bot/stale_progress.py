@@ -47,10 +47,10 @@ class ProgressNote:
 
 class ProgressNotes(Protocol):
     def put(self, note: ProgressNote) -> None: ...
-    def remove(self, ts: str) -> None: ...
     def all(self) -> list[ProgressNote]: ...
     def claim(self, ts: str) -> bool:
-        """Remove the note; True for the one caller that removed it."""
+        """Remove the note; True for the one caller that removed it (the sweeper marks the
+        message only then; the heartbeat removing its own note ignores it)."""
         ...
 
 
@@ -74,9 +74,6 @@ class RedisProgressNotes:
     def put(self, note: ProgressNote) -> None:
         self.link.call(lambda r: r.hset(self.key, note.ts, json.dumps(asdict(note))))
 
-    def remove(self, ts: str) -> None:
-        self.link.call(lambda r: r.hdel(self.key, ts))
-
     def all(self) -> list[ProgressNote]:
         raw = self.link.call(lambda r: r.hgetall(self.key))
         return [note for note in map(_parse, raw.values()) if note is not None]
@@ -98,9 +95,6 @@ class FileProgressNotes:
             notes = self._read()
             notes[note.ts] = note
             self._write(notes)
-
-    def remove(self, ts: str) -> None:
-        self.claim(ts)
 
     def all(self) -> list[ProgressNote]:
         with self._lock:
@@ -153,7 +147,7 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._task.stop()
-        self._safely(self.notes.remove, self.note.ts)
+        self._safely(self.notes.claim, self.note.ts)
 
     def _beat(self) -> None:
         self.note = ProgressNote(**{**asdict(self.note), "beat_at": time.time()})

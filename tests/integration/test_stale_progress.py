@@ -63,7 +63,7 @@ def test_notes_keep_what_is_put_and_one_claim_wins(notes: ProgressNotes) -> None
     for thread in threads:
         thread.join()
     assert claims.count(True) == 1  # of several replicas sweeping at once, one edits
-    notes.remove(second.ts)
+    notes.claim(second.ts)
     assert notes.all() == []
 
 
