@@ -126,21 +126,13 @@ class KotaeService:
         }
 
     def _index_size(self) -> str:
-        """Disk and memory of the served version, where the backend can tell without opening
-        it (the local backend reads its segment list; no FAISS)."""
+        """The served version's size as its backend tells it without opening it (local: disk,
+        mapped memory and segments from its segment list; Milvus: rows)."""
         version = self.index.version
         if version is None:
             return "none"
-        summary = getattr(self.index.versions, "size_summary", None)  # Milvus: rows, not bytes
-        if summary is not None:
-            return str(summary(version))
-        sizes = getattr(self.index.versions, "sizes", None)
-        if sizes is None:
-            return "not reported by this backend"
-        found = sizes(version)
-        return (f"{_megabytes(found['disk_bytes'])} on disk, "
-                f"{_megabytes(found['memory_bytes'])} in memory (mapped files), "
-                f"{found['segments']} segment(s)")
+        summary = getattr(self.index.versions, "size_summary", None)
+        return "not reported by this backend" if summary is None else str(summary(version))
 
     def _embedding_cache(self) -> str:
         """Size on disk and entries of the embedding cache (read-only; none before a build)."""
@@ -155,6 +147,3 @@ class KotaeService:
             return "cuda:0" if cuda_available() else "cpu"
         return "cuda:0" if device == "cuda" else device
 
-
-def _megabytes(count: int) -> str:
-    return f"{count / 1e6:,.1f} MB"

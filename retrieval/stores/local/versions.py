@@ -217,6 +217,17 @@ class LocalVersions:
                      for name, f in entry.files.items() if name != DOCSTORE_FILE)
         return {"disk_bytes": disk, "memory_bytes": memory, "segments": len(plan.segments)}
 
+    def size_summary(self, version: str) -> str:
+        """For `kotae status`."""
+        found = self.sizes(version)
+        return (f"{_megabytes(found['disk_bytes'])} on disk, "
+                f"{_megabytes(found['memory_bytes'])} in memory (mapped files), "
+                f"{found['segments']} segment(s)")
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:,.1f} MB"
+
 
 class LiveIndex(ServedIndex):
     """`ServedIndex` over a local index folder: what `LiveIndex(root, device=...)` was before
