@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -205,6 +206,11 @@ def ensure_model(folder: Path, shape_name: str) -> Path:
     print(f"building {shape_name} checkpoint in {folder} (once) …", flush=True)
     shutil.rmtree(folder, ignore_errors=True)
     return build_tiny_bge_m3(folder, BGE_M3 if shape_name == "BGE_M3" else TINY)
+
+
+def flag_lexical(weights: dict[Any, Any]) -> dict[int, float]:
+    """FlagEmbedding's lexical weights (str token id → numpy float) as ours (int → float)."""
+    return {int(token): float(weight) for token, weight in weights.items()}
 
 
 def write_section(name: str, markdown: str, results_file: Path = RESULTS_FILE) -> None:

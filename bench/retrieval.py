@@ -41,6 +41,7 @@ from bench.common import (
     comma_ints,
     cpu_count,
     ensure_model,
+    flag_lexical,
     folder_bytes,
     human_bytes,
     met,
@@ -101,7 +102,7 @@ def sparse_agreement(ours: list[dict[int, float]], flag: list[dict[str, Any]]) -
     """"identical", or how far apart. FlagEmbedding keys lexical weights by str(token id)
     with numpy float values. Ours run the sparse head text by text (retrieval.m3_forward),
     `encode` on the whole batch, so large batches may differ in the last bit."""
-    theirs = [{int(k): float(v) for k, v in weights.items()} for weights in flag]
+    theirs = [flag_lexical(weights) for weights in flag]
     if ours == theirs:
         return "identical"
     if any(a.keys() != b.keys() for a, b in zip(ours, theirs, strict=True)):

@@ -25,6 +25,7 @@ from bench.common import (
     bench_parser,
     comma_ints,
     ensure_model,
+    flag_lexical,
     publish,
     quiet_model_loading,
     set_threads,
@@ -34,10 +35,6 @@ from bench.common import (
 WORDS = ["kotae", "answers", "questions", "from", "documents", "経費", "精算", "の", "締め切り",
          "は", "毎月", "25日", "です", "領収書", "FAISS", "dense", "sparse", "lexical", "weights",
          "on-call", "handoff", "Monday", "10:00", "JST", "会議室", "予約"]
-
-
-def as_ints(weights: dict[Any, Any]) -> dict[int, float]:
-    return {int(token): float(weight) for token, weight in weights.items()}
 
 
 def compare(embeddings: Any, count: int, tokens: int, rng: random.Random) -> list[object]:
@@ -53,11 +50,11 @@ def compare(embeddings: Any, count: int, tokens: int, rng: random.Random) -> lis
     for i, text in enumerate(texts):
         alone = embeddings.flag_model.encode([text], max_length=tokens, return_dense=True,
                                              return_sparse=True)
-        alone_sparse = as_ints(alone["lexical_weights"][0])
+        alone_sparse = flag_lexical(alone["lexical_weights"][0])
         ours_dense += not np.array_equal(ours.dense[i], alone["dense_vecs"][0])
         flag_dense += not np.array_equal(flag["dense_vecs"][i], alone["dense_vecs"][0])
         ours_sparse += ours.sparse[i] != alone_sparse
-        theirs = as_ints(flag["lexical_weights"][i])
+        theirs = flag_lexical(flag["lexical_weights"][i])
         flag_sparse += theirs != alone_sparse
         if theirs.keys() == alone_sparse.keys():
             worst = max([worst] + [abs(theirs[t] - w) for t, w in alone_sparse.items()])

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import met, table
+from bench.common import flag_lexical, met, table
 from bench.gpu.config import GOAL_PASSAGES_PER_S, GOAL_SPEEDUP, Config
 from bench.gpu.measure import error_text, fmt_rate, log, time_rounds, timed
 from bench.gpu.synthetic import make_texts, token_lengths
@@ -32,7 +32,7 @@ def sparse_agreement(ours: list[dict[int, float]], theirs: list[dict[Any, Any]])
     """(mean Jaccard of the token sets, max |weight difference| on shared tokens)."""
     jaccards, worst = [], 0.0
     for mine, other in zip(ours, theirs, strict=True):
-        other_f = {int(k): float(v) for k, v in other.items()}
+        other_f = flag_lexical(other)
         keys_a, keys_b = set(mine), set(other_f)
         union = keys_a | keys_b
         jaccards.append(len(keys_a & keys_b) / len(union) if union else 1.0)
