@@ -157,3 +157,34 @@ def test_a_slack_reindex_notes_its_message_while_it_runs_and_leaves_none_behind(
     assert notes.all() == []  # a reindex that ended (here: failed) leaves no note
     assert "Reindex failed" in fake_slack.thread_messages("C9", during.ts)[0]["text"]
     assert post.params["channel"] == "C9"
+
+
+def test_a_reindex_that_does_not_reach_its_next_batch_in_time_is_marked_by_drain(
+        fake_slack: FakeSlackAPI, tmp_path: Path) -> None:
+    client = WebClient(token="xoxb-test", base_url=fake_slack.base_url)
+    notes = FileProgressNotes(tmp_path)
+    stuck, release = threading.Event(), threading.Event()
+
+    def reindex(*, full: bool, holder: str, progress: Any) -> IndexSummary:
+        progress(IndexProgress(phase="embedding", files_total=1, chunks_total=4))
+        stuck.set()
+        release.wait(10)  # one very long batch: no progress report to stop at
+        raise AssertionError("not reached in this test")
+
+    coordinator = ReindexCoordinator(client, reindex, ["UADMIN"], False, update_interval_s=0,
+                                     notes=notes, heartbeat_s=0.05)
+    coordinator.request("UADMIN", "C9", False, respond=lambda **_: None)
+    assert stuck.wait(10)
+    try:
+        started = time.monotonic()
+        assert coordinator.drain(0.3) is True
+        assert time.monotonic() - started < 3
+        [post] = fake_slack.calls("chat.postMessage")
+        [edit] = [c for c in fake_slack.calls("chat.update") if "shut down" in (c.text or "")]
+        assert edit.params["channel"] == "C9" and "/kotae reindex" in (edit.text or "")
+        [message] = fake_slack.thread_messages("C9", str(edit.params["ts"]))
+        assert "kotae was shut down" in message["text"]
+        assert notes.all() == []  # the heartbeat stopped and took its note
+    finally:
+        release.set()
+    assert post.params["channel"] == "C9"
